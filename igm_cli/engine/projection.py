@@ -1,0 +1,47 @@
+"""Flat projection as pure functions: covariance accumulation (Eq. 2), T (Eq. 4), ∇W·T (Eq. 5).
+
+torch stores a Linear weight as (out, in); the paper's T ∇W acts on the input side, so
+here it is `W.grad @ T` with T of size (in, in).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Spectra flatter than this (relative to λmax) give T = I: the paper's formula divides by
+# λmax − λmin, and the released code does so without a guard.
+DEGENERATE_SPREAD = 1e-12
+
+
+def batch_mean_outer(x: torch.Tensor) -> torch.Tensor:
+    """Y_t = z̄ z̄ᵀ of one batch (Eq. 2), in float64; x is (B, ..., d)."""
+    z = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).mean(0)  # (d,)
+    return torch.outer(z, z)
+
+
+def projection_matrix(cov: torch.Tensor, tau: float) -> torch.Tensor:
+    """T = V exp(−τ (Λ − λmin I)/(λmax − λmin)) Vᵀ of a PSD matrix (Eq. 4), float64.
+
+    Eigenvalues are clamped ≥ 0 and a (numerically) flat spectrum gives the identity.
+    """
+    cov64 = cov.detach().to(torch.float64)
+    cov64 = (cov64 + cov64.T) / 2
+    eigenvalues, V = torch.linalg.eigh(cov64)  # ascending; V (d, d)
+    eigenvalues = eigenvalues.clamp_min(0)
+    lam_min, lam_max = eigenvalues[0], eigenvalues[-1]
+    spread = lam_max - lam_min
+    if not torch.isfinite(spread) or spread <= DEGENERATE_SPREAD * lam_max or lam_max == 0:
+        return torch.eye(cov64.shape[0], dtype=torch.float64, device=cov64.device)
+    sigma = torch.exp(-tau * (eigenvalues - lam_min) / spread)  # in [e^−τ, 1]
+    T = (V * sigma) @ V.T
+    return (T + T.T) / 2
+
+
+def project_grad_(weight: torch.nn.Parameter, T: torch.Tensor) -> None:
+    """W.grad ← W.grad @ T in place (Eq. 5/9); the bias is never touched."""
+    weight.grad = weight.grad @ T
+
+
+def trace_ratio(T: torch.Tensor) -> float:
+    """trace(T)/d: 1 means T = I (no effect), e^−τ the strongest possible damping."""
+    return float(torch.trace(T) / T.shape[0])

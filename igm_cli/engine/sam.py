@@ -1,0 +1,69 @@
+"""SAM (Foret et al. 2021; paper Eq. 6–8) as a two-phase helper with explicit verbs.
+
+The trainer calls: backward → `perturb` (θ ← θ + ρ g/‖g‖, one global norm over the
+active parameters) → second forward/backward under `frozen_bn_stats` → `restore`
+(θ copied back bit for bit) → projector → optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class SamStep:
+    """Perturbs parameters to θ + ε with ε = ρ g/‖g‖₂ and restores them exactly."""
+
+    def __init__(self, rho: float):
+        self.rho = rho
+        self._saved: list[torch.Tensor] = []
+        self._perturbed: list[nn.Parameter] = []
+
+    @property
+    def enabled(self) -> bool:
+        """ρ = 0 means a plain step: no perturbation, no second pass."""
+        return self.rho > 0
+
+    @torch.no_grad()
+    def perturb(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
+        """Save θ and move to θ + ε; returns ‖g‖ (a 0-d tensor, no host sync)."""
+        with_grad = [p for p in params if p.grad is not None]
+        grads = [p.grad for p in with_grad]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        scale = self.rho / (norm + 1e-12)
+        self._saved = [p.detach().clone() for p in with_grad]
+        self._perturbed = with_grad
+        torch._foreach_add_(with_grad, torch._foreach_mul(grads, scale))
+        return norm
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Copy the saved θ back (exact, unlike subtracting ε)."""
+        torch._foreach_copy_(self._perturbed, self._saved)
+        self._saved, self._perturbed = [], []
+
+    def restore_pending(self) -> None:
+        """Restore θ if a step was cut between `perturb` and `restore` (interrupts)."""
+        if self._perturbed:
+            self.restore()
+
+
+@contextmanager
+def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Normalise with batch statistics but leave running statistics untouched (SAM pass 2).
+
+    In training mode BatchNorm with `track_running_stats=False` uses the batch's own
+    statistics and updates nothing, which is exactly pass one without its side effect.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    previous = [m.track_running_stats for m in norms]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(norms, previous, strict=True):
+            m.track_running_stats = flag

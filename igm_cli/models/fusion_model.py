@@ -1,0 +1,62 @@
+"""LateFusionModel: one unshared branch (encoder φ_m + head) per modality (paper §3.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from igm_cli.presets import Preset
+
+from .encoders import build_encoder
+from .heads import build_head
+
+
+class Branch(nn.Module):
+    """Encoder then head; returns class logits."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Sequential):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of this branch alone."""
+        return self.head(self.encoder(x))
+
+
+class LateFusionModel(nn.Module):
+    """Branches keyed by modality; forward returns per-branch logits (fusion is separate)."""
+
+    def __init__(self, branches: dict[str, Branch]):
+        super().__init__()
+        self.branches = nn.ModuleDict(branches)
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names in stage order."""
+        return list(self.branches.keys())
+
+    def branch(self, modality: str) -> Branch:
+        """The branch of one modality."""
+        return self.branches[modality]
+
+    def head_linears(self, modality: str) -> list[tuple[str, nn.Linear]]:
+        """(name, Linear) of one branch's head in forward order; names like `head.3`."""
+        head = self.branches[modality].head
+        return [(f"head.{n}", m) for n, m in head.named_children() if isinstance(m, nn.Linear)]
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-branch logits for every modality present in `inputs`."""
+        return {m: self.branches[m](inputs[m]) for m in self.branches if m in inputs}
+
+
+def build_model(preset: Preset, input_shapes: dict[str, list[int]], num_classes: int) -> LateFusionModel:
+    """Build the model a preset describes, for the given per-modality input shapes."""
+    branches = {
+        m.name: Branch(
+            build_encoder(m.encoder, input_shapes[m.name]),
+            build_head(m.encoder.dim, preset.head.widths, num_classes),
+        )
+        for m in preset.modalities
+    }
+    return LateFusionModel(branches)

@@ -1,0 +1,277 @@
+"""Setup and orchestration of a training run: preset + data → objects → Trainer → results.
+
+This is the library behind `igm train`; it builds what the Trainer is given and owns the
+run directory (config.yaml, metrics.jsonl, checkpoints, results.json).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import (
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_tensors,
+    restore_rng,
+    rng_tensors,
+    save_checkpoint,
+)
+from .data import get_dataset
+from .data.prepared import PreparedDataset
+from .engine.batches import SplitBatches
+from .engine.evaluate import evaluate_model
+from .engine.flat_projector import FlatProjector
+from .engine.optim import build_optimizer, learning_rate
+from .engine.sam import SamStep
+from .engine.stages import StageSchedule
+from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict, state_to_dict
+from .errors import CheckpointError, DataError, PresetError, UsageError
+from .models import LateFusionModel, build_model
+from .presets import Preset, preset_from_json, preset_to_yaml
+from .runs import append_jsonl, create_run_dir, find_resumable, write_text_atomic
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------- setup helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → cuda when available; asking for cuda without one is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"invalid device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def open_data(preset: Preset, data_dir: Path | None) -> PreparedDataset:
+    """The prepared data for a preset; the embedded dataset needs no `igm prepare`."""
+    if data_dir is not None:
+        data = PreparedDataset.open(data_dir)
+    elif (Path("data") / preset.dataset / "manifest.json").is_file():
+        data = PreparedDataset.open(Path("data") / preset.dataset)
+    elif hasattr(get_dataset(preset.dataset), "load_in_memory"):
+        data = get_dataset(preset.dataset).load_in_memory(tuple(preset.modality_names))
+    else:
+        raise DataError(f"no prepared data at data/{preset.dataset}; run `igm prepare {preset.dataset}`")
+    check_compatible(preset, data)
+    return data
+
+
+def check_compatible(preset: Preset, data: PreparedDataset) -> None:
+    """The preset must name the data's dataset and only modalities the data has."""
+    manifest = data.manifest
+    if manifest.dataset != preset.dataset:
+        raise PresetError(f"dataset: preset says {preset.dataset!r} but the data is {manifest.dataset!r}")
+    missing = [m for m in preset.modality_names if m not in manifest.modalities]
+    if missing:
+        have = ", ".join(manifest.modalities)
+        raise PresetError(f"modalities: {', '.join(missing)} not in the prepared data (have {have})")
+
+
+def model_info(preset: Preset, data: PreparedDataset, data_dir: Path | None) -> dict[str, Any]:
+    """What, besides the preset, is needed to rebuild the model from a checkpoint alone."""
+    return {
+        "input_shapes": {m: data.manifest.modalities[m].shape for m in preset.modality_names},
+        "classes": data.manifest.classes,
+        "dataset": data.manifest.dataset,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+    }
+
+
+def trained_modalities(preset: Preset) -> list[str]:
+    """Branches the run builds: a unimodal run builds only its one branch."""
+    schedule = StageSchedule.from_preset(preset)
+    return list(schedule[0].active) if preset.method == "unimodal" else preset.modality_names
+
+
+def build_for(preset: Preset, info: dict[str, Any], device: torch.device) -> LateFusionModel:
+    """Seed, then build the model (initialisation is reproducible from the seed)."""
+    torch.manual_seed(preset.seed)
+    keep = trained_modalities(preset)
+    spec = preset.model_copy(update={"modalities": [m for m in preset.modalities if m.name in keep]})
+    return build_model(spec, info["input_shapes"], len(info["classes"])).to(device)
+
+
+# ---------------------------------------------------------------- checkpoint sink
+
+
+class RunSink:
+    """Writes the trainer's checkpoints and records into a run directory."""
+
+    def __init__(self, run_dir: Path, model, projector, preset: Preset, info: dict[str, Any]):
+        self.run_dir, self.model, self.projector = run_dir, model, projector
+        self.preset_json, self.info = preset.model_dump(mode="json"), info
+
+    def save(self, kind: str, state: TrainState, optimizer, extra: dict[str, Any] | None = None) -> None:
+        """Write best.safetensors (weights, T) or last.safetensors (+ optimizer, RNG)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update(self.projector.state_tensors())
+        extra = dict(extra or {})
+        if kind == "last":
+            tensors.update(rng_tensors())
+            if optimizer is not None:
+                optim, meta = optimizer_tensors(optimizer)
+                tensors.update(optim)
+                extra["optimizer"] = meta
+        save_checkpoint(
+            self.run_dir / f"{kind}.safetensors",
+            tensors,
+            preset=self.preset_json,
+            model_info=self.info,
+            state=state_to_dict(state),
+            extra=extra,
+        )
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One line of metrics.jsonl."""
+        append_jsonl(self.run_dir / "metrics.jsonl", record)
+
+
+def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `model.*` tensors; a mismatch is a CheckpointError, not a traceback."""
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not fit its model: {str(e).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------- train
+
+
+def train(
+    preset: Preset | None,
+    *,
+    data_dir: Path | None = None,
+    runs_dir: Path = Path("runs"),
+    resume: str | None = None,
+    device: str | None = None,
+    on_event: Event | None = None,
+) -> dict[str, Any]:
+    """Train a preset (or resume a run) and return results.json's content."""
+    started = time.perf_counter()
+    resumed = _open_resume(resume, preset, runs_dir) if resume else None
+    if resumed is not None:
+        preset = preset_from_json(resumed.preset, str(resumed.path))
+        data_dir = data_dir or (
+            Path(resumed.model_info["data_dir"]) if resumed.model_info["data_dir"] else None
+        )
+    if device is not None:
+        preset = preset.model_copy(update={"device": device})
+    torch_device = resolve_device(preset.device)
+    data = open_data(preset, data_dir)
+    info = model_info(preset, data, data_dir)
+    model = build_for(preset, info, torch_device)
+    schedule = StageSchedule.from_preset(preset)
+    projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
+    run_dir = resumed.path.parent if resumed else create_run_dir(runs_dir, preset.name)
+    if resumed is None:
+        write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
+    sink = RunSink(run_dir, model, projector, preset, info)
+    modalities = trained_modalities(preset)
+    trainer = Trainer(
+        model,
+        schedule,
+        make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
+        lr_at=lambda epoch, epochs: learning_rate(preset.schedule, preset.optimizer.lr, epoch, epochs),
+        train=SplitBatches(data.split("train"), modalities, torch_device),
+        val=SplitBatches(data.split("val"), modalities, torch_device),
+        projector=projector,
+        sam=SamStep(preset.sam.rho),
+        config=TrainerConfig(
+            preset.data.batch_size,
+            preset.data.eval_batch_size,
+            preset.fusion,
+            preset.selection,
+            preset.baseline.joint_loss,
+            preset.seed,
+        ),
+        sink=sink,
+        on_event=on_event,
+    )
+    state, restore_optimizer = TrainState(), None
+    if resumed is not None:
+        state, restore_optimizer = _restore(resumed, model, projector)
+    (on_event or (lambda *_: None))(
+        "run_start",
+        {
+            "run_dir": str(run_dir),
+            "preset": preset.name,
+            "resumed": resumed is not None,
+            "state": state_to_dict(state),
+            "total_epochs": schedule.total_epochs,
+            "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
+        },
+    )
+    state = trainer.fit(state, restore_optimizer)
+    results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, projector)
+    results["seconds"] = round(time.perf_counter() - started, 2)
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def _open_resume(resume: str, preset: Preset | None, runs_dir: Path):
+    if resume == "auto":
+        if preset is None:
+            raise UsageError("--resume auto needs --preset to know which runs to look at")
+        path = find_resumable(runs_dir, preset.name) / "last.safetensors"
+    else:
+        path = Path(resume)
+        path = path / "last.safetensors" if path.is_dir() else path
+    checkpoint = load_checkpoint(path)
+    if checkpoint.state.get("finished"):
+        raise UsageError(f"run {path.parent} already finished; nothing to resume")
+    if "optimizer" not in checkpoint.extra:
+        raise CheckpointError(f"{path} has no optimizer state; resume from a run's last.safetensors")
+    return checkpoint
+
+
+def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable]:
+    load_weights(model, checkpoint.group("model"), checkpoint.path)
+    projector.load_state_tensors(checkpoint.tensors)
+    restore_rng(checkpoint.tensors)
+    optim = {k[len("optim.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("optim.")}
+    meta = checkpoint.extra["optimizer"]
+    return state_from_dict(checkpoint.state), lambda optimizer: load_optimizer_state(optimizer, optim, meta)
+
+
+def _final_results(preset, run_dir, model, data, modalities, device, state, projector) -> dict[str, Any]:
+    """Reload the selected checkpoint and evaluate the test split once."""
+    best = load_checkpoint(run_dir / "best.safetensors")
+    load_weights(model, best.group("model"), best.path)
+    test = SplitBatches(data.split("test"), modalities, device)
+    test_metrics = evaluate_model(model, test, preset.data.eval_batch_size, preset.fusion)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "preset": preset.name,
+        "dataset": preset.dataset,
+        "method": preset.method,
+        "recipe": preset.recipe,
+        "modalities": modalities,
+        "run_dir": str(run_dir),
+        "checkpoint": str(run_dir / "best.safetensors"),
+        "selection": {
+            "metric": preset.selection,
+            "split": "val",
+            "epoch": state.best_epoch,
+            "stage": state.best_stage,
+            "value": state.best_metric,
+        },
+        "val": best.extra.get("val", {}),
+        "test": test_metrics,
+        "stages": [r for r in records if r["kind"] == "stage"],
+        "deviations": [],
+        "steps": state.step,
+        "epochs": state.epochs_done,
+    }

@@ -32,10 +32,10 @@ class SplitBatches:
         size = sum(split.inputs[m].nbytes for m in modalities)
         self.preloaded = size <= PRELOAD_BYTES
         if self.preloaded:
-            self.inputs = {m: torch.as_tensor(np.asarray(split.inputs[m])).to(device) for m in modalities}
+            self.inputs = {m: torch.from_numpy(np.array(split.inputs[m])).to(device) for m in modalities}
         else:
             self.inputs = {m: split.inputs[m] for m in modalities}
-        self.labels = torch.as_tensor(np.asarray(split.labels)).to(device)
+        self.labels = torch.from_numpy(np.array(split.labels, dtype=np.int64)).to(device)
 
     def __len__(self) -> int:
         return len(self.labels)

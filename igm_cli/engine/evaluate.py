@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from igm_cli.models import LateFusionModel
@@ -12,22 +14,34 @@ from .fusion import fuse
 from .metrics import classification_metrics
 
 
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode inside, and every submodule's own train/eval flag restored after.
+
+    `module.train(was_training)` would not do: during a stage only the active branch is
+    in training mode, and a blanket restore would flip the others (or all) of them.
+    """
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
 @torch.no_grad()
 def predict(
     model: LateFusionModel, batches: SplitBatches, batch_size: int
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-branch logits (N, C) over a whole split, in split order, and the labels."""
-    was_training = model.training
-    model.eval()
     chunks: dict[str, list[torch.Tensor]] = {m: [] for m in batches.modalities}
     labels = []
-    try:
+    with eval_mode(model):
         for inputs, y in batches.iterate(batch_size):
             for m, z in model(inputs).items():
                 chunks[m].append(z.float())
             labels.append(y)
-    finally:
-        model.train(was_training)
     return {m: torch.cat(z) for m, z in chunks.items()}, torch.cat(labels)
 
 
@@ -48,8 +62,3 @@ def evaluate_model(
     """Predict then score; the keys are the modalities and 'fused'."""
     logits, labels = predict(model, batches, batch_size)
     return score(logits, labels, fusion)
-
-
-def fused_probs(logits: dict[str, torch.Tensor], fusion: str) -> np.ndarray:
-    """Fused probabilities as a numpy array (N, C)."""
-    return fuse(logits, fusion).cpu().numpy()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from igm_cli.engine.evaluate import eval_mode
 from igm_cli.models import LateFusionModel
 
 from .projection import batch_mean_outer, project_grad_, projection_matrix, trace_ratio
@@ -53,13 +54,11 @@ class FlatProjector:
             return accumulate
 
         handles = [linear.register_forward_pre_hook(hook(name)) for name, linear in layers]
-        was_training = branch.training
-        branch.eval()
         try:
-            for x in batches:
-                branch(x)
+            with eval_mode(branch):
+                for x in batches:
+                    branch(x)
         finally:
-            branch.train(was_training)
             for handle in handles:
                 handle.remove()
         self.cov[modality] = cov

@@ -129,6 +129,7 @@ class Trainer:
             return state
 
     def _run_epoch(self, stage: Stage, epoch: int, state: TrainState, optimizer, params) -> None:
+        self._activate(stage)
         order = epoch_order(len(self.train_batches), self.config.seed, stage.index, epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.train_batches.device)
         try:
@@ -172,13 +173,15 @@ class Trainer:
         if improved:
             state.best_metric, state.best_epoch, state.best_stage = metric, state.epochs_done, stage.index
         state.epoch, state.batch, state.loss_sum = epoch + 1, 0, 0.0
+        state.gm_meter = self.projector.meter_state()
         self.sink.log(record)
         self.on_event("epoch_end", record)
+        stage_done = state.epoch == stage.epochs
+        if stage_done:  # collect T first, so a best checkpoint holds the T this stage produced
+            self._end_stage(stage, state)
         if improved:
             self.sink.save("best", state, None, {"val": val})
-        state.gm_meter = self.projector.meter_state()
-        if state.epoch == stage.epochs:
-            self._end_stage(stage, state)
+        if stage_done:
             state.stage, state.epoch, state.gm_meter = stage.index + 1, 0, {}
         self.sink.save("last", state, optimizer)
         if self._interrupted:
@@ -214,12 +217,9 @@ class Trainer:
     def _activate(self, stage: Stage) -> list[torch.nn.Parameter]:
         """Train mode for the active branches only; returns their parameters."""
         self.model.eval()
-        params = []
         for m in stage.active:
-            branch = self.model.branch(m)
-            branch.train()
-            params += list(branch.parameters())
-        return params
+            self.model.branch(m).train()
+        return [p for m in stage.active for p in self.model.branch(m).parameters()]
 
     def _begin_stage(self, stage: Stage, state: TrainState) -> list[str]:
         if len(stage.active) != 1:

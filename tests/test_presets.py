@@ -1,0 +1,104 @@
+import pytest
+import yaml
+
+from igm_cli.errors import PresetError
+from igm_cli.models import build_model
+from igm_cli.presets import Preset, preset_to_yaml, resolve_preset, shipped_presets
+
+
+@pytest.mark.parametrize("name", sorted(shipped_presets()))
+def test_every_shipped_preset_validates_and_builds(name):
+    preset = resolve_preset(name)
+    assert preset.name == name
+    shapes = {m: [12] for m in preset.modality_names}
+    model = build_model(preset, shapes, 10)
+    assert model.modalities == preset.modality_names
+
+
+def test_default_preset_is_mfeat_with_a_weak_and_a_strong_view():
+    preset = resolve_preset()
+    assert preset.dataset == "mfeat"
+    assert preset.modality_names == ["fou", "kar"]
+
+
+def test_unknown_key_is_an_error_naming_the_field():
+    with pytest.raises(PresetError, match=r"gm\.taux: Extra inputs are not permitted"):
+        resolve_preset("mfeat", ["gm.taux=1"])
+
+
+def test_every_range_problem_is_reported_on_one_line():
+    with pytest.raises(PresetError) as e:
+        resolve_preset("mfeat", ["gm.tau=-1", "sam.rho=-0.1", "optimizer.lr=0"])
+    message = str(e.value)
+    assert "\n" not in message
+    for field in ("gm.tau", "sam.rho", "optimizer.lr"):
+        assert field in message
+    assert "(got -1)" in message
+
+
+@pytest.mark.parametrize(
+    ("item", "path", "value"),
+    [
+        ("sam.rho=0", ("sam", "rho"), 0.0),
+        ("gm.enabled=false", ("gm", "enabled"), False),
+        ("baseline.epochs=", ("baseline", "epochs"), None),
+        ("stages.epochs=[2,3,4]", ("stages", "epochs"), [2, 3, 4]),
+        ("modalities.kar.encoder.dim=5", None, 5),
+        ("modalities.1.encoder.dim=7", None, 7),
+    ],
+)
+def test_set_accepts_falsy_empty_list_and_indexed_values(item, path, value):
+    preset = resolve_preset("mfeat", [item])
+    if path is None:
+        assert preset.modalities[1].encoder.dim == value
+    else:
+        section, key = path
+        assert getattr(getattr(preset, section), key) == value
+
+
+def test_precedence_file_then_set_then_flags():
+    preset = resolve_preset("mfeat", ["seed=5", "method=joint"], seed=7)
+    assert preset.seed == 7
+    assert preset.method == "joint"
+    assert resolve_preset("mfeat", ["seed=5"], seed=None).seed == 5
+
+
+def test_set_without_equals_and_unknown_list_item_are_errors():
+    with pytest.raises(PresetError, match="expected key.path=value"):
+        resolve_preset("mfeat", ["gm.tau"])
+    with pytest.raises(PresetError, match="no list item"):
+        resolve_preset("mfeat", ["modalities.nope.encoder.dim=3"])
+
+
+def test_cross_field_rules():
+    with pytest.raises(PresetError, match="baseline.modality"):
+        resolve_preset("mfeat", ["baseline.modality=pix"])
+    with pytest.raises(PresetError, match="needs at least 2"):
+        resolve_preset("mfeat", ["modalities=[{name: fou}]"])
+    assert resolve_preset("mfeat", ["modalities=[{name: fou}]", "method=unimodal"]).method == "unimodal"
+
+
+def test_preset_from_path_and_yaml_round_trip(tmp_path):
+    preset = resolve_preset("mfeat", ["gm.tau=2.5"])
+    path = tmp_path / "mine.yaml"
+    path.write_text(preset_to_yaml(preset))
+    again = resolve_preset(str(path))
+    assert again == preset
+    assert Preset.model_validate(yaml.safe_load(preset_to_yaml(preset))) == preset
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(PresetError, match="unknown preset 'nope'"):
+        resolve_preset("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gm: [unclosed")
+    with pytest.raises(PresetError, match="cannot read preset"):
+        resolve_preset(str(bad))
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3")
+    with pytest.raises(PresetError, match="must hold a mapping"):
+        resolve_preset(str(scalar))
+
+
+def test_field_docstrings_are_attached():
+    assert "τ" in Preset.model_fields["gm"].annotation.model_fields["tau"].description

@@ -106,10 +106,12 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 def load_optimizer_state(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:
-    """Inverse of `optimizer_tensors`."""
+    """Inverse of `optimizer_tensors` (other keys in `tensors` are ignored)."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
-        index, name = key.split(".", 1)
+        if not key.startswith("optim."):
+            continue
+        index, name = key[len("optim.") :].split(".", 1)
         state.setdefault(int(index), {})[name] = value
     for key, value in meta["scalars"].items():
         index, name = key.split(".", 1)

@@ -241,9 +241,8 @@ def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable]:
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     projector.load_state_tensors(checkpoint.tensors)
     restore_rng(checkpoint.tensors)
-    optim = {k[len("optim.") :]: v for k, v in checkpoint.tensors.items() if k.startswith("optim.")}
     meta = checkpoint.extra["optimizer"]
-    return state_from_dict(checkpoint.state), lambda optimizer: load_optimizer_state(optimizer, optim, meta)
+    return state_from_dict(checkpoint.state), lambda opt: load_optimizer_state(opt, checkpoint.tensors, meta)
 
 
 def _final_results(preset, run_dir, model, data, modalities, device, state, projector) -> dict[str, Any]:

@@ -1,0 +1,17 @@
+"""Dataset registry: name → module exposing NAME, MODALITIES and prepare() (STYLE §12)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ..errors import UsageError
+from . import embedded
+
+DATASETS: dict[str, ModuleType] = {embedded.NAME: embedded}
+
+
+def get_dataset(name: str) -> ModuleType:
+    """The dataset module registered under `name`."""
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]

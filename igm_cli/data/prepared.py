@@ -1,0 +1,66 @@
+"""PreparedDataset: the reader of prepared data; memory-maps .npy files so training never decodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .manifest import Manifest, array_path, read_manifest
+
+
+@dataclass
+class SplitArrays:
+    """Inputs per modality and labels of one split; arrays may be memory-mapped."""
+
+    inputs: dict[str, np.ndarray]  # modality → (N, *shape)
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class PreparedDataset:
+    """A prepared dataset: its manifest and its splits."""
+
+    manifest: Manifest
+    splits: dict[str, SplitArrays]
+    root: Path | None = None
+
+    @classmethod
+    def open(cls, root: Path | str) -> PreparedDataset:
+        """Open a prepared directory, memory-mapping every array."""
+        root = Path(root)
+        manifest = read_manifest(root)
+        splits = {}
+        for split, info in manifest.splits.items():
+            labels = _load(array_path(root, split, "labels"))
+            inputs = {m: _load(array_path(root, split, m)) for m in manifest.modalities}
+            for name, array in [("labels", labels), *inputs.items()]:
+                if len(array) != info.size:
+                    raise DataError(f"{root}: {split}/{name}.npy has {len(array)} rows, manifest says {info.size}")
+            splits[split] = SplitArrays(inputs, labels.astype(np.int64, copy=False))
+        return cls(manifest, splits, root)
+
+    def split(self, name: str) -> SplitArrays:
+        """One split by name."""
+        if name not in self.splits:
+            raise DataError(f"split {name!r} not in prepared data (have {', '.join(self.splits)})")
+        return self.splits[name]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return len(self.manifest.classes)
+
+
+def _load(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"prepared array missing: {path}")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"corrupt prepared array {path}: {str(e).splitlines()[0]}") from None

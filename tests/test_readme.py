@@ -1,0 +1,72 @@
+"""Every `igm` command shown in README.md runs, offline, on the embedded data.
+
+Training commands get the tiny-branch overrides appended so the suite stays fast; the
+example run directory and preset file the README names are created first.
+"""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from igm_cli.cli import app
+from igm_cli.pipeline import train
+from igm_cli.presets import resolve_preset
+from tests.helpers import TINY_SETS, set_args
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLE_RUN = "runs/mfeat-20261122-101500"
+
+
+def readme_commands() -> list[str]:
+    lines = [line.strip() for line in README.read_text().splitlines() if line.startswith("    igm ")]
+    return [line.split("  #")[0].strip() for line in lines]
+
+
+def test_readme_shows_every_command():
+    text = " ".join(readme_commands())
+    for command in ("igm train", "igm eval", "igm prepare", "igm presets list", "igm presets show"):
+        assert command in text
+
+
+def make_interrupted_example_run(tmp_path: Path) -> None:
+    """An unfinished run (one stage done, so best.safetensors exists) under the README's name."""
+
+    def stop_in_second_stage(kind, payload):
+        if kind == "step" and payload["stage"] == 1 and payload["batch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            resolve_preset("mfeat", TINY_SETS), runs_dir=tmp_path / "tmp-runs", on_event=stop_in_second_stage
+        )
+    (run,) = (tmp_path / "tmp-runs").iterdir()
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    run.rename(tmp_path / EXAMPLE_RUN)
+
+
+def test_every_readme_command_runs(tmp_path):
+    runner = CliRunner()
+    make_interrupted_example_run(tmp_path)
+    commands = readme_commands()
+    # the README pipes `presets show` into my-preset.yaml, which an earlier line uses
+    show = next(c for c in commands if c.startswith("igm presets show") and ">" in c)
+    left, target = show.split(">")
+    out = runner.invoke(app, shlex.split(left)[1:])
+    assert out.exit_code == 0, out.stderr
+    Path(target.strip()).write_text(out.stdout)
+    for command in commands:
+        args = shlex.split(command.split(">")[0])[1:]
+        if args[0] == "train" and "--resume" not in args:
+            args += set_args(TINY_SETS)
+        result = runner.invoke(app, args)
+        if "cuda" in args and not torch.cuda.is_available():
+            assert result.exit_code == 2 and "CUDA is not available" in result.stderr, command
+            continue
+        assert result.exit_code == 0, f"{command}\n{result.stderr}"
+        if "--json" in args:
+            json.loads(result.stdout)
+    assert (tmp_path / EXAMPLE_RUN / "results.json").is_file()  # the resume example finished the run

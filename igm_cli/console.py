@@ -113,22 +113,35 @@ def results_table(results: dict[str, Any]) -> None:
         ]
         table.add_row(f"[bold]{name}[/]" if name == "fused" else name, *cells)
     console.print(table)
-    if results["stages"] and any(s["gm_removed_share"] or s["T_trace_ratio"] for s in results["stages"]):
-        gm_table(results["stages"])
+    if results["stages"]:
+        stage_table(results["stages"])
     info(f"run directory: {results['run_dir']}")
 
 
-def gm_table(stages: list[dict[str, Any]]) -> None:
-    """How strong each T was: trace(T)/d after each stage, and the gradient share it removed."""
-    table = Table(title="gradient modification per stage")
-    for column in ("stage", "trained", "T from", "share of ‖∇W‖ removed", "trace(T)/d of the new T"):
+def stage_table(stages: list[dict[str, Any]]) -> None:
+    """What GM and SAM did per stage: gradient share T removed, trace(T)/d, weights ε moved."""
+    table = Table(title="what the method did, per stage")
+    for column in (
+        "stage",
+        "trained",
+        "T from",
+        "share of ‖∇W‖ removed by T",
+        "trace(T)/d of new T",
+        "SAM moved",
+    ):
         table.add_column(column)
     for s in stages:
-        removed = ", ".join(f"{k} {v:.1%}" for k, v in s["gm_removed_share"].items()) or "— (T = I)"
+        removed = ", ".join(f"{k} {v:.1%}" for k, v in s["gm_removed_share"].items()) or "— (no T)"
         traces = "; ".join(
             f"{k} {v:.3f}" for layers in s["T_trace_ratio"].values() for k, v in layers.items()
         )
-        table.add_row(str(s["stage"]), "+".join(s["active"]), str(s["source"]), removed, traces or "—")
+        sam = s.get("sam_realized")
+        sam = (
+            "off"
+            if sam is None
+            else f"{sam['moved_share']:.1%} of weights, ‖ε‖/‖θ‖ {sam['relative_size']:.1e}"
+        )
+        table.add_row(str(s["stage"]), "+".join(s["active"]), str(s["source"]), removed, traces or "—", sam)
     console.print(table)
 
 

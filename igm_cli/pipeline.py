@@ -269,8 +269,22 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, proj
         },
         "val": best.extra.get("val", {}),
         "test": test_metrics,
-        "stages": [r for r in records if r["kind"] == "stage"],
+        "stages": _stage_summaries(records),
         "deviations": [],
         "steps": state.step,
         "epochs": state.epochs_done,
     }
+
+
+def _stage_summaries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stage records plus the mean of what SAM's ε really changed over the stage's epochs."""
+    stages = []
+    for record in (r for r in records if r["kind"] == "stage"):
+        realized = [
+            r["sam_realized"]
+            for r in records
+            if r["kind"] == "epoch" and r["stage"] == record["stage"] and r.get("sam_realized")
+        ]
+        sam = {k: sum(x[k] for x in realized) / len(realized) for k in realized[0]} if realized else None
+        stages.append({**record, "sam_realized": sam})
+    return stages

@@ -1,18 +1,32 @@
 import pytest
+import torch
 import yaml
 
 from igm_cli.errors import PresetError
 from igm_cli.models import build_model
 from igm_cli.presets import Preset, preset_to_yaml, resolve_preset, shipped_presets
 
+SHAPES = {"vector": [12], "spectrogram": [20, 16], "frames": [2, 3, 20, 20]}
+TINY_ENCODERS = {
+    "mlp": {"hidden": [8], "dim": 6},
+    "resnet18": {"widths": [4, 8], "depths": [1, 1], "embedding": 4},
+}
+
 
 @pytest.mark.parametrize("name", sorted(shipped_presets()))
-def test_every_shipped_preset_validates_and_builds(name):
+def test_every_shipped_preset_validates_builds_and_runs_tiny(name):
     preset = resolve_preset(name)
-    assert preset.name == name
-    shapes = {m: [12] for m in preset.modality_names}
-    model = build_model(preset, shapes, 10)
+    assert preset.name == name and preset.description
+    sets = [f"modalities.{m.name}.input.size=16" for m in preset.modalities]
+    for m in preset.modalities:
+        sets += [f"modalities.{m.name}.encoder.{k}={v}" for k, v in TINY_ENCODERS[m.encoder.name].items()]
+    tiny = resolve_preset(name, sets)
+    shapes = {m.name: SHAPES[m.input.kind] for m in tiny.modalities}
+    model = build_model(tiny, shapes, 5)
     assert model.modalities == preset.modality_names
+    batch = {m: torch.randint(0, 255, (2, *shape), dtype=torch.uint8) for m, shape in shapes.items()}
+    logits = model(model.prepare(batch, train=True))
+    assert all(z.shape == (2, 5) for z in logits.values())
 
 
 def test_default_preset_is_mfeat_with_a_weak_and_a_strong_view():

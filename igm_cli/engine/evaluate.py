@@ -39,7 +39,7 @@ def predict(
     labels = []
     with eval_mode(model):
         for inputs, y in batches.iterate(batch_size):
-            for m, z in model(inputs).items():
+            for m, z in model(model.prepare(inputs, train=False)).items():
                 chunks[m].append(z.float())
             labels.append(y)
     return {m: torch.cat(z) for m, z in chunks.items()}, torch.cat(labels)

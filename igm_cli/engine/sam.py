@@ -40,6 +40,24 @@ class SamStep:
         return norm
 
     @torch.no_grad()
+    def realized(self) -> dict[str, float]:
+        """What θ + ε really changed, after float rounding (call between perturb and restore).
+
+        `moved_share`: share of entries that changed; `relative_size`: ‖(θ+ε) − θ‖/‖θ‖.
+        With the paper's ρ = 1e-10 or 1e-15 both are ~0 in float32: SAM's second pass
+        then recomputes (nearly) the first pass's gradient.
+        """
+        diffs = [(p.double() - s.double()) for p, s in zip(self._perturbed, self._saved, strict=True)]
+        changed = sum(int((d != 0).sum()) for d in diffs)
+        total = sum(p.numel() for p in self._perturbed)
+        moved_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in diffs]))
+        weight_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._saved))).double()
+        return {
+            "moved_share": changed / total if total else 0.0,
+            "relative_size": float(moved_norm / weight_norm) if weight_norm > 0 else 0.0,
+        }
+
+    @torch.no_grad()
     def restore(self) -> None:
         """Copy the saved θ back (exact, unlike subtracting ε)."""
         torch._foreach_copy_(self._perturbed, self._saved)

@@ -97,6 +97,7 @@ class Trainer:
         self.projector, self.sam, self.sink = projector, sam, sink
         self.on_event = on_event or (lambda kind, payload: None)
         self._interrupted = False
+        self._sam_moved: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ the loop
 
@@ -130,10 +131,12 @@ class Trainer:
 
     def _run_epoch(self, stage: Stage, epoch: int, state: TrainState, optimizer, params) -> None:
         self._activate(stage)
+        self._sam_moved = None
         order = epoch_order(len(self.train_batches), self.config.seed, stage.index, epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.train_batches.device)
         try:
-            for inputs, labels in self.train_batches.iterate(self.config.batch_size, order, state.batch):
+            for stored, labels in self.train_batches.iterate(self.config.batch_size, order, state.batch):
+                inputs = self.model.prepare(stored, train=True)  # augment once: both SAM passes see it
                 loss_sum += self._step(stage, optimizer, params, inputs, labels)
                 state.batch += 1
                 state.step += 1
@@ -168,6 +171,7 @@ class Trainer:
             "train_loss": state.loss_sum / max(1, self.train_batches.num_batches(self.config.batch_size)),
             "lr": optimizer.param_groups[0]["lr"],
             "val": val,
+            "sam_realized": self._sam_moved,
             "best": improved,
         }
         if improved:
@@ -196,6 +200,8 @@ class Trainer:
         loss.backward()
         if self.sam.enabled:
             self.sam.perturb(params)
+            if self._sam_moved is None:  # measured once per epoch: did ε change any weight?
+                self._sam_moved = self.sam.realized()
             optimizer.zero_grad(set_to_none=True)
             with frozen_bn_stats(self.model):
                 self._loss(stage, inputs, labels).backward()
@@ -235,7 +241,11 @@ class Trainer:
         if self.projector.enabled and len(stage.active) == 1:
             modality = stage.active[0]
             order = epoch_order(len(self.train_batches), self.config.seed, stage.index, stage.epochs)
-            batches = (x[modality] for x, _ in self.train_batches.iterate(self.config.batch_size, order))
+            branch = self.model.branch(modality)
+            batches = (
+                branch.prepare(x[modality], train=False)
+                for x, _ in self.train_batches.iterate(self.config.batch_size, order)
+            )
             self.projector.collect(self.model, modality, batches)
         record = {
             "kind": "stage",

@@ -8,9 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
-from igm_cli.presets import EncoderSpec, MlpEncoder
+from igm_cli.preset_schema import EncoderSpec, MlpEncoder, ResNetEncoder
 
 
 def build_mlp(spec: MlpEncoder, input_shape: list[int]) -> nn.Module:
@@ -29,7 +30,43 @@ def build_mlp(spec: MlpEncoder, input_shape: list[int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {"mlp": build_mlp}
+class ResNetFeatures(nn.Module):
+    """transformers' ResNetModel as φ: images (B, C, H, W) or frames (B, T, C, H, W) → (B, d)."""
+
+    def __init__(self, spec: ResNetEncoder, channels: int):
+        super().__init__()
+        from transformers import ResNetConfig, ResNetModel  # heavy: imported only when used
+
+        config = ResNetConfig(
+            num_channels=channels,
+            embedding_size=spec.embedding,
+            hidden_sizes=list(spec.widths),
+            depths=list(spec.depths),
+            layer_type="basic",
+            hidden_act="relu",
+            downsample_in_first_stage=False,
+        )
+        self.net = ResNetModel(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features averaged over space (and time, for frames)."""
+        if x.dim() == 5:
+            B, T = x.shape[:2]
+            maps = self.net(x.flatten(0, 1)).last_hidden_state  # (B*T, d, h, w)
+            return maps.unflatten(0, (B, T)).mean(dim=(1, 3, 4))
+        return self.net(x).last_hidden_state.mean(dim=(2, 3))  # (B, d)
+
+
+def build_resnet(spec: ResNetEncoder, input_shape: list[int]) -> nn.Module:
+    """Channels come from the stored shape: (F, T) spectrogram → 1, (T, C, H, W) frames → C."""
+    channels = input_shape[-3] if len(input_shape) == 4 else 1
+    return ResNetFeatures(spec, channels)
+
+
+ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {
+    "mlp": build_mlp,
+    "resnet18": build_resnet,
+}
 
 
 def build_encoder(spec: EncoderSpec, input_shape: list[int]) -> nn.Module:

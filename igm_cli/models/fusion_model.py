@@ -5,19 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from igm_cli.presets import Preset
+from igm_cli.preset_schema import Preset
 
 from .encoders import build_encoder
 from .heads import build_head
+from .inputs import VectorInput, build_input
 
 
 class Branch(nn.Module):
-    """Encoder then head; returns class logits."""
+    """Input pipeline, encoder, head; forward takes prepared inputs and returns logits."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Sequential):
+    def __init__(self, encoder: nn.Module, head: nn.Sequential, inputs: nn.Module | None = None):
         super().__init__()
+        self.inputs = inputs if inputs is not None else VectorInput()
         self.encoder = encoder
         self.head = head
+
+    def prepare(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Stored batch → encoder input (augmented when `train`)."""
+        return self.inputs(x, train)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) of this branch alone."""
@@ -45,6 +51,10 @@ class LateFusionModel(nn.Module):
         head = self.branches[modality].head
         return [(f"head.{n}", m) for n, m in head.named_children() if isinstance(m, nn.Linear)]
 
+    def prepare(self, inputs: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
+        """Run every present modality's input pipeline (augmentation when `train`)."""
+        return {m: self.branches[m].prepare(x, train) for m, x in inputs.items() if m in self.branches}
+
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-branch logits for every modality present in `inputs`."""
         return {m: self.branches[m](inputs[m]) for m in self.branches if m in inputs}
@@ -55,7 +65,8 @@ def build_model(preset: Preset, input_shapes: dict[str, list[int]], num_classes:
     branches = {
         m.name: Branch(
             build_encoder(m.encoder, input_shapes[m.name]),
-            build_head(m.encoder.dim, preset.head.widths, num_classes),
+            build_head(m.encoder.feature_dim, preset.head.widths, num_classes),
+            build_input(m.input),
         )
         for m in preset.modalities
     }

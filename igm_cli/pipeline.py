@@ -69,15 +69,29 @@ def open_data(preset: Preset, data_dir: Path | None) -> PreparedDataset:
     return data
 
 
+STORED_RANK = {"vector": (1,), "spectrogram": (2,), "frames": (4,)}  # per-sample array rank per input kind
+
+
 def check_compatible(preset: Preset, data: PreparedDataset) -> None:
-    """The preset must name the data's dataset and only modalities the data has."""
+    """The preset must match the data: dataset, classes, modalities and their array shapes."""
     manifest = data.manifest
     if manifest.dataset != preset.dataset:
         raise PresetError(f"dataset: preset says {preset.dataset!r} but the data is {manifest.dataset!r}")
+    if preset.num_classes is not None and preset.num_classes != len(manifest.classes):
+        raise PresetError(
+            f"num_classes: preset says {preset.num_classes}, the data has {len(manifest.classes)}"
+        )
     missing = [m for m in preset.modality_names if m not in manifest.modalities]
     if missing:
         have = ", ".join(manifest.modalities)
         raise PresetError(f"modalities: {', '.join(missing)} not in the prepared data (have {have})")
+    for m in preset.modalities:
+        shape = manifest.modalities[m.name].shape
+        if m.input.kind != "vector" and len(shape) not in STORED_RANK[m.input.kind]:
+            raise PresetError(
+                f"modalities.{m.name}.input.kind: {m.input.kind} needs per-sample rank "
+                f"{STORED_RANK[m.input.kind][0]}, the data's {m.name} has shape {shape}"
+            )
 
 
 def model_info(preset: Preset, data: PreparedDataset, data_dir: Path | None) -> dict[str, Any]:

@@ -188,6 +188,8 @@ class Preset(Section):
     """One line shown by `igm presets list`."""
     dataset: DatasetName = "mfeat"
     """Dataset registry key; the prepared data must match it."""
+    num_classes: Annotated[int, Field(gt=1)] | None = None
+    """Classes the prepared data must have (null: whatever it has)."""
     method: Literal["igm", "joint", "unimodal"] = "igm"
     """igm (alternating stages + GM + SAM), joint (all branches at once) or unimodal."""
     recipe: Literal["paper"] = "paper"

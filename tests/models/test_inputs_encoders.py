@@ -120,3 +120,18 @@ def test_preset_modalities_must_exist_in_the_data(av_prepared):
     result = CliRunner().invoke(app, ["train", "--data", str(av_prepared), "--set", "stages.epochs=[1,1]"])
     assert result.exit_code == 2
     assert "dataset: preset says 'mfeat' but the data is 'crema-d'" in result.stderr
+
+
+def test_preset_classes_and_input_kinds_must_match_the_data(av_prepared):
+    runner = CliRunner()
+    wrong_classes = runner.invoke(
+        app, ["train", "-p", "crema-d", "--data", str(av_prepared), "--set", "num_classes=7"]
+    )
+    assert wrong_classes.exit_code == 2
+    assert "num_classes: preset says 7, the data has 6" in wrong_classes.stderr
+    wrong_kind = runner.invoke(
+        app,
+        ["train", "-p", "crema-d", "--data", str(av_prepared), "--set", "modalities.audio.input.kind=frames"],
+    )
+    assert wrong_kind.exit_code == 2
+    assert "modalities.audio.input.kind" in wrong_kind.stderr

@@ -187,33 +187,13 @@ def train(
     data = open_data(preset, data_dir)
     info = model_info(preset, data, data_dir)
     model = build_for(preset, info, torch_device)
-    schedule = StageSchedule.from_preset(preset)
     projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
     run_dir = resumed.path.parent if resumed else create_run_dir(runs_dir, preset.name)
     if resumed is None:
         write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
     sink = RunSink(run_dir, model, projector, preset, info)
     modalities = trained_modalities(preset)
-    trainer = Trainer(
-        model,
-        schedule,
-        make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
-        lr_at=lambda epoch, epochs: learning_rate(preset.schedule, preset.optimizer.lr, epoch, epochs),
-        train=SplitBatches(data.split("train"), modalities, torch_device),
-        val=SplitBatches(data.split("val"), modalities, torch_device),
-        projector=projector,
-        sam=SamStep(preset.sam.rho),
-        config=TrainerConfig(
-            preset.data.batch_size,
-            preset.data.eval_batch_size,
-            preset.fusion,
-            preset.selection,
-            preset.baseline.joint_loss,
-            preset.seed,
-        ),
-        sink=sink,
-        on_event=on_event,
-    )
+    trainer = _build_trainer(preset, model, data, projector, sink, torch_device, on_event)
     state, restore_optimizer = TrainState(), None
     if resumed is not None:
         state, restore_optimizer = _restore(resumed, model, projector)
@@ -224,7 +204,7 @@ def train(
             "preset": preset.name,
             "resumed": resumed is not None,
             "state": state_to_dict(state),
-            "total_epochs": schedule.total_epochs,
+            "total_epochs": trainer.schedule.total_epochs,
             "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
         },
     )
@@ -233,6 +213,31 @@ def train(
     results["seconds"] = round(time.perf_counter() - started, 2)
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
     return results
+
+
+def _build_trainer(preset, model, data, projector, sink, device, on_event) -> Trainer:
+    """The Trainer with everything it needs injected (it never sees the preset)."""
+    modalities = trained_modalities(preset)
+    return Trainer(
+        model,
+        StageSchedule.from_preset(preset),
+        make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
+        lr_at=lambda epoch, epochs: learning_rate(preset.schedule, preset.optimizer.lr, epoch, epochs),
+        train=SplitBatches(data.split("train"), modalities, device),
+        val=SplitBatches(data.split("val"), modalities, device),
+        projector=projector,
+        sam=SamStep(preset.sam.rho),
+        config=TrainerConfig(
+            batch_size=preset.data.batch_size,
+            eval_batch_size=preset.data.eval_batch_size,
+            fusion=preset.fusion,
+            selection=preset.selection,
+            joint_loss=preset.baseline.joint_loss,
+            seed=preset.seed,
+        ),
+        sink=sink,
+        on_event=on_event,
+    )
 
 
 def _open_resume(resume: str, preset: Preset | None, runs_dir: Path):

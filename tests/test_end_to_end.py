@@ -144,8 +144,8 @@ def test_resume_auto_and_finished_run(tmp_path):
 
 
 def test_sigint_through_the_cli_exits_130_and_resumes_exactly(tmp_path):
-    sets = [*TINY_SETS, "stages.epochs=[40,40]"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    sets = [*TINY_SETS, "stages.epochs=[15,15]"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "igm_cli", "train", "-q", *set_args(sets)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60

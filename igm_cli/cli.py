@@ -39,15 +39,17 @@ DataOpt = Annotated[
 ]
 
 
-def _guard(action: Callable[[], T]) -> T:
-    """Run a command body; IgmError → one line + its exit code; Ctrl-C → 130."""
+def _guard(action: Callable[[], T], interrupted: str = "") -> T:
+    """Run a command body; IgmError → one line + its exit code; Ctrl-C → `interrupted` + 130."""
     try:
         return action()
     except IgmError as e:
         console.error(str(e))
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        console.error("interrupted; a resumable last.safetensors was written (igm train --resume ...)")
+        console.error(
+            interrupted or "interrupted; a resumable last.safetensors was written (igm train --resume ...)"
+        )
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -121,7 +123,7 @@ def eval_(
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset name (see `igm presets list`).")],
+    dataset: Annotated[str, typer.Argument(help="Dataset: mfeat, crema-d or kinetics-sounds.")],
     source: Annotated[
         Path | None, typer.Option(help="The raw download (unused for the embedded dataset).")
     ] = None,
@@ -130,18 +132,43 @@ def prepare(
         Path | None, typer.Option(help="Re-check a prepared directory against its manifest.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the output is already prepared.")] = False,
+    jobs: Annotated[int, typer.Option(help="Worker processes decoding clips.")] = 1,
+    strict: Annotated[bool, typer.Option(help="Missing or corrupt media are an error (exit 3).")] = False,
+    frames: Annotated[
+        int | None, typer.Option(help="Frames per clip (default: crema-d 1, kinetics-sounds 3).")
+    ] = None,
+    fps: Annotated[float | None, typer.Option(help="Rate frames are decoded at (default 1).")] = None,
+    frame_size: Annotated[int | None, typer.Option(help="Frame side in pixels (default 224).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of derived splits (default 42).")] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="crema-d: a published `id,EMO` list used as the test split.")
+    ] = None,
+    speaker_independent: Annotated[
+        bool, typer.Option(help="crema-d: hold out whole actors for test and validation.")
+    ] = False,
+    annotations: Annotated[
+        Path | None, typer.Option(help="kinetics-sounds: folder of K400 CSVs (default SOURCE/annotations).")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Turn a raw dataset into the prepared format (manifest.json + memory-mappable .npy)."""
 
     def run() -> dict[str, Any]:
+        from .data.base import PrepareOptions
         from .preparation import prepare_dataset, verify_dataset
 
         if verify is not None:
-            return verify_dataset(verify)
-        return prepare_dataset(dataset, source=source, out=out or Path("data") / dataset, force=force)
+            return verify_dataset(verify, dataset)
+        options = PrepareOptions(
+            jobs=jobs, strict=strict, frames=frames, fps=fps, frame_size=frame_size, seed=seed,
+            split_file=split_file, speaker_independent=speaker_independent, annotations=annotations,
+            progress=console.info,
+        )  # fmt: skip
+        return prepare_dataset(
+            dataset, source=source, out=out or Path("data") / dataset, force=force, options=options
+        )
 
-    result = _guard(run)
+    result = _guard(run, interrupted="interrupted; run the same command again to resume")
     if json_:
         console.emit_json(result)
     else:
@@ -189,3 +216,139 @@ def presets_show(
         from .presets import preset_to_yaml
 
         typer.echo(preset_to_yaml(resolved), nl=False)
+
+
+# ---------------------------------------------------------------- igm sweep
+
+GridOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--grid",
+        "-g",
+        help="A swept key and its values: key.path=v1,v2,... (repeatable: cartesian product; "
+        "values are YAML like --set: 0, false, 1e-3, [1,1]).",
+    ),
+]
+RangeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--range",
+        help="A random-search key: key.path=low:high or low:high:log (repeatable; integers when "
+        "both ends are integers). Needs --random N.",
+    ),
+]
+
+
+@app.command()
+def sweep(
+    dirs: Annotated[
+        list[Path] | None, typer.Argument(help="With --collect: the sweep directories (shards) to merge.")
+    ] = None,
+    preset: PresetOpt = "mfeat",
+    set_: SetOpt = None,
+    grid: GridOpt = None,
+    random_n: Annotated[
+        int | None, typer.Option("--random", help="Draw N random settings from the --range keys.")
+    ] = None,
+    range_: RangeOpt = None,
+    random_seed: Annotated[int, typer.Option(help="Seed of the random draws (kept in sweep.json).")] = 0,
+    seeds: Annotated[
+        str | None, typer.Option(help="Training seeds of every setting: 0,1,2 (default: the preset's seed).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials run at once, in parallel processes.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep directory (default sweeps/<preset>-<timestamp>).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip trials of --out that finished ok; run the rest.")
+    ] = False,
+    shard: Annotated[
+        str | None, typer.Option(help="Run only shard i/n of the trials, 0-based (0/4 ... 3/4).")
+    ] = None,
+    collect: Annotated[
+        bool, typer.Option("--collect", help="Merge the sweep directories given as arguments and summarize.")
+    ] = False,
+    metric: Annotated[
+        str, typer.Option(help="Metric of the plot and the highlighted column: split.branch.metric.")
+    ] = "test.fused.accuracy",
+    data: DataOpt = None,
+    device: DeviceOpt = None,
+    json_: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only failed trials and the summary.")] = False,
+) -> None:
+    """Sweep preset keys × seeds (grid or random search): summary table, CSV/JSON and a plot.
+
+    Exit 0 when every trial finished ok, 1 when any failed (the others still run), 2 on a bad
+    grid or preset (checked before anything runs), 130 when interrupted (resume with --resume).
+    """
+
+    def run() -> dict[str, Any]:
+        from .sweep import collect_sweeps, plan_sweep, run_sweep
+        from .sweep.grid import parse_seeds
+
+        if collect and (grid or range_ or random_n or seeds or shard or resume or set_):
+            raise UsageError("--collect merges finished sweeps; it takes directories, --out and --metric")
+        if collect:
+            return collect_sweeps(dirs or [], out, metric=metric)
+        if dirs:
+            raise UsageError(f"unexpected argument {dirs[0]} (directories are for --collect)")
+        seed_list = parse_seeds(seeds) if seeds is not None else None
+        plan = plan_sweep(preset, set_ or [], grid or [], range_ or [], random_n, random_seed, seed_list)
+        with console.SweepDisplay(quiet=quiet) as on_event:
+            return run_sweep(
+                plan, out, jobs=jobs, resume=resume, shard=shard, data_dir=data, device=device, metric=metric,
+                on_event=on_event,
+            )  # fmt: skip
+
+    report = _guard(run)
+    console.emit_json(report) if json_ else console.sweep_report(report)
+    if report["exit_code"]:
+        raise typer.Exit(report["exit_code"])
+
+
+# ---------------------------------------------------------------- igm landscape
+
+
+@app.command()
+def landscape(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="Checkpoints of one architecture (a run directory means its best).")
+    ],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    modality: Annotated[
+        str, typer.Option(help="A branch (perturb it, score its head) or fused (all branches, fused loss).")
+    ] = "fused",
+    grid: Annotated[int, typer.Option(help="Points per axis (odd: the centre is on the grid).")] = 25,
+    span: Annotated[float, typer.Option(help="Coefficients α, β run over [-span, span].")] = 1.0,
+    dims: Annotated[int, typer.Option(help="1: a curve along one direction; 2: a surface.")] = 2,
+    batches: Annotated[
+        int, typer.Option(help="Evaluation batches in the fixed seeded subset (0: the whole split).")
+    ] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the directions and of the subset.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output directory (default landscape-<run>-<modality>); rerun to resume."),
+    ] = None,
+    data: DataOpt = None,
+    device: DeviceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Loss landscapes (Li et al. 2018) of checkpoints on identical filter-normalised directions.
+
+    Writes surfaces.safetensors, landscape.json (centre loss, loss rise within r, top Hessian
+    eigenvalue, which checkpoint is flatter), contour.png and surface.png to --out.
+    """
+
+    def run() -> dict[str, Any]:
+        from .landscape import LandscapeSpec, compute_landscape
+
+        spec = LandscapeSpec(split, modality, grid, span, dims, batches, seed)
+        with console.LandscapeDisplay() as on_event:
+            return compute_landscape(
+                checkpoints, spec, out=out, data_dir=data, device=device or "cpu", on_event=on_event
+            )
+
+    result = _guard(
+        run, interrupted="interrupted; finished grid points are saved: rerun the same command to continue"
+    )
+    console.emit_json(result) if json_ else console.landscape_table(result)

@@ -171,3 +171,228 @@ def presets_table(rows: list[dict[str, str]]) -> None:
 def print_text(text: str) -> None:
     """Plain text to stderr without markup."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+# ================================================================ igm sweep
+# Rendering of `igm sweep`: one line per finished trial (plus a progress bar on a TTY) and
+# the summary tables. Everything below reads the plain dicts built by igm_cli.sweep.
+
+
+def _escape(text: str) -> str:
+    """User text (labels, paths, error messages) printed literally, never as rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class SweepDisplay:
+    """Event sink of a sweep: a start line, one line per finished trial, a TTY progress bar."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> Callable[[str, dict[str, Any]], None]:
+        return self.on_event
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Render one sweep event (`sweep_start` or `trial_end`)."""
+        if kind == "sweep_start":
+            self._start(payload)
+        elif kind == "trial_end":
+            self._trial_end(payload)
+
+    def _start(self, p: dict[str, Any]) -> None:
+        shard = f", shard {p['shard']}" if p["shard"] else ""
+        done = f", {p['finished']} already finished" if p["finished"] else ""
+        info(
+            f"sweep [bold]{_escape(p['out'])}[/]: {_count(p['trials'], 'trial')} = "
+            f"{_count(p['settings'], 'setting')} × {_count(p['seeds'], 'seed')}{shard}; "
+            f"running {p['to_run']}{done} with {_count(p['jobs'], 'job')}"
+        )
+        if console.is_terminal and p["to_run"] and not self.quiet:
+            self.progress = Progress(
+                TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            )
+            self.task = self.progress.add_task("trials", total=p["to_run"])
+            self.progress.start()
+
+    def _trial_end(self, p: dict[str, Any]) -> None:
+        r = p["record"]
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        head = f"  [{p['done']}/{p['total']}] {r['id']}  {_escape(r.get('label', ''))}  seed {r['seed']}"
+        if r["status"] == "ok":
+            line = f"{head}: ok · {p['metric']} {p['score']:.4f} · {r['seconds']:.1f} s"
+        elif r["status"] == "failed":
+            line = f"{head}: [red]failed[/] (exit {r.get('exit_code')}): {_escape(str(r.get('error')))}"
+        else:
+            line = f"{head}: {r['status']}"
+        if not self.quiet or r["status"] != "ok":
+            info(line)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _mean_std(stats: dict[str, Any] | None) -> str:
+    if not stats or stats.get("mean") is None:
+        return "—"
+    std = stats.get("std")
+    return f"{stats['mean']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def sweep_report(report: dict[str, Any]) -> None:
+    """The summary of a sweep: one row per setting, a key × key table, files, failures."""
+    rows, keys = report["rows"], report["keys"]
+    split, chosen, name = report["metric"].split(".")
+    best = (report.get("best") or {}).get("setting")
+    branches = list(dict.fromkeys(b for r in rows for b in r["metrics"][split]))
+    branches = [chosen] + [b for b in branches if b != chosen]
+    table = Table(title=f"{report['preset']} sweep · {split} {name}, mean ± std over seeds")
+    for key in keys:
+        table.add_column(key)
+    table.add_column("seeds ok", justify="right")
+    for branch in branches:
+        table.add_column(f"[bold]{branch}[/]" if branch == chosen else branch, justify="right")
+    for r in rows:
+        n = len(r["seeds_ok"]) + len(r["seeds_failed"])
+        cells = [_escape(r["labels"][k]) for k in keys] + [f"{len(r['seeds_ok'])}/{n}"]
+        cells += [_mean_std(r["metrics"][split].get(b, {}).get(name)) for b in branches]
+        if r["setting"] == best:
+            cells = [f"[bold green]{c}[/]" for c in cells]
+            cells[-len(branches)] += " ★"
+        table.add_row(*cells)
+    console.print(table)
+    if len(keys) == 2:
+        _sweep_matrix(rows, keys, (split, chosen, name))
+    _sweep_footer(report)
+
+
+def _sweep_matrix(rows: list[dict[str, Any]], keys: list[str], metric: tuple[str, str, str]) -> None:
+    """The two swept keys as rows × columns (the table form of the heatmap)."""
+    ys = list(dict.fromkeys(r["labels"][keys[0]] for r in rows))
+    xs = list(dict.fromkeys(r["labels"][keys[1]] for r in rows))
+    cells = {(r["labels"][keys[0]], r["labels"][keys[1]]): r for r in rows}
+    if len(cells) != len(ys) * len(xs):
+        return  # random search: not a grid
+    split, branch, name = metric
+    table = Table(title=f"{split} {name} ({branch}): {keys[0]} ↓ × {keys[1]} →")
+    table.add_column(f"{keys[0]} \\ {keys[1]}")
+    for x in xs:
+        table.add_column(_escape(x), justify="right")
+    for y in ys:
+        values = [_mean_std(cells[(y, x)]["metrics"][split].get(branch, {}).get(name)) for x in xs]
+        table.add_row(_escape(y), *values)
+    console.print(table)
+
+
+def _sweep_footer(report: dict[str, Any]) -> None:
+    t = report["trials"]
+    scope = f" of this shard ({t['in_scope']} of {t['planned']})" if t["in_scope"] != t["planned"] else ""
+    status = f"trials{scope}: {t['ok']} ok, {t['failed']} failed"
+    info(status + (f", {t['unfinished']} not run yet" if t["unfinished"] else ""))
+    for f in report["failed"][:10]:
+        label, error = _escape(str(f.get("label"))), _escape(str(f["error"]))
+        info(f"  [red]failed[/] {f['id']} {label} seed {f['seed']}: {error}")
+    if len(report["failed"]) > 10:
+        info(f"  ... and {len(report['failed']) - 10} more (see summary.json and trials/*.json)")
+    info(f"[bold]{_escape(report['verdict'])}[/]")
+    files = report["files"]
+    info(f"summary: {_escape(files['csv'])}, {_escape(files['json'])}")
+    info(f"plot: {_escape(files['plot'])}" if files["plot"] else report["plot_note"])
+
+
+# ================================================================ igm landscape
+# Rendering of `igm landscape`: a start line, a progress bar over grid points on a TTY (one
+# line per checkpoint otherwise) and the sharpness table. Reads the dicts of igm_cli.landscape.
+
+
+class LandscapeDisplay:
+    """Event sink of `igm landscape`."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> Callable[[str, dict[str, Any]], None]:
+        return self.on_event
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def on_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Render one landscape event."""
+        from rich.markup import escape
+
+        if kind == "start":
+            self._start(payload)
+        elif kind == "point" and self.progress is not None:
+            self.progress.advance(self.task)
+        elif kind == "hessian" and self.progress is None:
+            info(f"  {escape(payload['name'])}: top Hessian eigenvalue by power iteration")
+        elif kind == "checkpoint_end":
+            r = payload
+            info(
+                f"  {escape(r['name'])}: centre loss {r['centre']['loss']:.4f}, max rise within r "
+                f"{r['max_rise_within_r']:.4f}, top Hessian eigenvalue {r['hessian_top_eigenvalue']:.4g}"
+            )
+
+    def _start(self, p: dict[str, Any]) -> None:
+        from rich.markup import escape
+
+        total = len(p["names"]) * p["points"]
+        resumed = f"; resuming, {p['done']} points already done" if p["done"] else ""
+        resumed = "; every point already done, redrawing" if p["done"] >= total else resumed
+        info(
+            f"landscape [bold]{escape(p['out'])}[/]: {len(p['names'])} checkpoint(s) × {p['points']} "
+            f"points on {p['samples']} samples{resumed}"
+        )
+        if console.is_terminal and p["done"] < total:
+            self.progress = Progress(
+                TextColumn("grid points"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.task = self.progress.add_task("grid", total=total, completed=p["done"])
+            self.progress.start()
+
+
+def landscape_table(result: dict[str, Any]) -> None:
+    """Centre loss and sharpness per checkpoint, the verdict, and the files written."""
+    from rich.markup import escape
+
+    scope = "fused" if result["modality"] == "fused" else f"branch {result['modality']}"
+    table = Table(
+        title=f"loss landscape · {scope} · {result['split']} ({result['samples']} samples) · "
+        f"{result['dims']}-D grid {result['grid']} over ±{result['span']:g} · r = {result['radius']:.3g}"
+    )
+    table.add_column("checkpoint", no_wrap=True)
+    table.add_column("method")
+    for column in ("centre loss", "accuracy", "max rise ≤ r", "mean rise ≤ r", "λmax(H)"):
+        table.add_column(column, justify="right")
+    for r in result["checkpoints"]:
+        h = r["hessian"]
+        eig = f"{r['hessian_top_eigenvalue']:.4g}" + (
+            "" if h["converged"] else f" (not converged, {h['iterations']})"
+        )
+        table.add_row(
+            escape(r["name"]), r["label"], f"{r['centre']['loss']:.4f}", f"{r['centre']['accuracy']:.4f}",
+            f"{r['max_rise_within_r']:.4f}", f"{r['mean_rise_within_r']:.4f}", eig,
+        )  # fmt: skip
+    console.print(table)
+    info(f"[bold]flatter:[/] {escape(result['flattest']['verdict'])}")
+    files = result["files"]
+    plots = ", ".join(escape(files[k]) for k in ("contour", "surface") if k in files)
+    info(f"written: {escape(files['json'])}, {escape(files['surfaces'])}" + (f", {plots}" if plots else ""))
+    if not plots:
+        info("no plots: matplotlib is not installed (pip install matplotlib)")

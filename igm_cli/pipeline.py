@@ -61,8 +61,14 @@ def open_data(preset: Preset, data_dir: Path | None) -> PreparedDataset:
         data = PreparedDataset.open(data_dir)
     elif (Path("data") / preset.dataset / "manifest.json").is_file():
         data = PreparedDataset.open(Path("data") / preset.dataset)
-    elif hasattr(get_dataset(preset.dataset), "load_in_memory"):
-        data = get_dataset(preset.dataset).load_in_memory(tuple(preset.modality_names))
+    elif hasattr(module := get_dataset(preset.dataset), "load_in_memory"):
+        unknown = [m for m in preset.modality_names if m not in module.MODALITIES]
+        if unknown:
+            have = ", ".join(module.MODALITIES)
+            raise PresetError(
+                f"modalities: {', '.join(unknown)} not in dataset {preset.dataset} (have {have})"
+            )
+        data = module.load_in_memory(tuple(preset.modality_names))
     else:
         raise DataError(f"no prepared data at data/{preset.dataset}; run `igm prepare {preset.dataset}`")
     check_compatible(preset, data)

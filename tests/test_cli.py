@@ -130,3 +130,9 @@ def test_prepare_unknown_dataset_exits_2():
     result = invoke("prepare", "imagenet")
     assert result.exit_code == 2
     assert "unknown dataset" in result.stderr
+
+
+def test_unknown_embedded_view_exits_2_naming_it(tiny_sets):
+    result = invoke("train", *set_args([*tiny_sets, "modalities.kar.name=nosuchview"]))
+    assert result.exit_code == 2
+    assert "modalities: nosuchview not in dataset mfeat" in result.stderr

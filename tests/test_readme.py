@@ -16,6 +16,7 @@ from igm_cli.cli import app
 from igm_cli.pipeline import train
 from igm_cli.presets import resolve_preset
 from tests.helpers import TINY_SETS, set_args
+from tests.raw_factories import make_crema_d, make_kinetics_sounds
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_RUN = "runs/mfeat-20261122-101500"
@@ -51,6 +52,8 @@ def make_interrupted_example_run(tmp_path: Path) -> None:
 def test_every_readme_command_runs(tmp_path):
     runner = CliRunner()
     make_interrupted_example_run(tmp_path)
+    make_crema_d(tmp_path / "raw/CREMA-D")  # the raw downloads the prepare examples name
+    make_kinetics_sounds(tmp_path / "raw/kinetics400")
     commands = readme_commands()
     # the README pipes `presets show` into my-preset.yaml, which an earlier line uses
     show = next(c for c in commands if c.startswith("igm presets show") and ">" in c)

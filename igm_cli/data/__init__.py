@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UsageError
-from . import embedded
+from . import crema_d, embedded, kinetics_sounds
 
-DATASETS: dict[str, ModuleType] = {embedded.NAME: embedded}
+DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (embedded, crema_d, kinetics_sounds)}
 
 
 def get_dataset(name: str) -> ModuleType:

@@ -1,8 +1,9 @@
 """The prepared-data contract (DESIGN §3): manifest.json plus one .npy per split × modality.
 
 A directory is complete only once it exists under its final name; it is written under a
-temporary name, `manifest.json` last, then renamed, so a half-finished prepare is never
-mistaken for a finished one.
+stable temporary name (`.<out>.partial`, where a long prepare keeps what it can resume
+from), `manifest.json` last, then renamed, so a half-finished prepare is never mistaken for
+a finished one.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Manifest(BaseModel):
     versions: dict[str, str]
     checksums: dict[str, str]
     source: str = ""
+    skipped: dict[str, list[str]] = {}  # reason → ids of the raw clips left out
 
 
 def array_path(root: Path, split: str, name: str) -> Path:
@@ -69,20 +71,38 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    """Versions recorded in manifests and checkpoints."""
+def library_versions(media: bool = False) -> dict[str, str]:
+    """Versions recorded in manifests and checkpoints (with `media`: the decoders too)."""
     import sklearn
     import torch
 
     from .. import __version__
 
-    return {
+    versions = {
         "igm": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "scikit-learn": sklearn.__version__,
     }
+    if media:
+        import av
+        import librosa
+        import soundfile
+
+        versions |= {
+            "librosa": librosa.__version__,
+            "soundfile": soundfile.__version__,
+            "libsndfile": soundfile.__libsndfile_version__,
+            "av": av.__version__,
+            "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
+        }
+    return versions
+
+
+def partial_dir(out: Path) -> Path:
+    """Where the output of `out` is assembled (and a re-run finds what to resume)."""
+    return out.with_name(f".{out.name}.partial")
 
 
 def write_prepared(
@@ -94,36 +114,65 @@ def write_prepared(
     preprocessing: dict[str, Any],
     source: str = "",
 ) -> Manifest:
-    """Atomically write `arrays[split][modality|'labels']` and the manifest to `out`."""
+    """Atomically write in-memory `arrays[split][modality|'labels']` and the manifest to `out`."""
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp = partial_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
-    checksums, modalities, splits = {}, {}, {}
     for split, named in arrays.items():
         (tmp / split).mkdir(parents=True)
         for name, array in named.items():
-            path = array_path(tmp, split, name)
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
-            checksums[f"{split}/{name}.npy"] = sha256_file(path)
-            if name != "labels":
-                modalities[name] = ModalityInfo(shape=list(array.shape[1:]), dtype=str(array.dtype))
-        counts = np.bincount(named["labels"], minlength=len(classes))
-        splits[split] = SplitInfo(size=len(named["labels"]), class_counts=counts.tolist())
+            np.save(array_path(tmp, split, name), np.ascontiguousarray(array), allow_pickle=False)
+    return finish_prepared(
+        tmp, out, dataset=dataset, classes=classes, preprocessing=preprocessing, source=source
+    )
+
+
+def finish_prepared(
+    tmp: Path,
+    out: Path,
+    *,
+    dataset: str,
+    classes: list[str],
+    preprocessing: dict[str, Any],
+    source: str = "",
+    skipped: dict[str, list[str]] | None = None,
+    media: bool = False,
+) -> Manifest:
+    """Describe and checksum every file of the complete directory `tmp`, write the manifest, rename."""
+    checksums, modalities, splits = {}, {}, {}
+    for split in [s for s in SPLITS if (tmp / s).is_dir()]:
+        for path in sorted((tmp / split).iterdir()):
+            checksums[f"{split}/{path.name}"] = sha256_file(path)
+            if path.suffix == ".npy" and path.stem != "labels":
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+                modalities[path.stem] = ModalityInfo(shape=list(array.shape[1:]), dtype=str(array.dtype))
+        labels = np.load(array_path(tmp, split, "labels"), allow_pickle=False)
+        counts = np.bincount(labels, minlength=len(classes))
+        splits[split] = SplitInfo(size=len(labels), class_counts=counts.tolist())
     manifest = Manifest(
         dataset=dataset,
         classes=classes,
         modalities=modalities,
         splits=splits,
         preprocessing=preprocessing,
-        versions=library_versions(),
+        versions=library_versions(media),
         checksums=checksums,
         source=source,
+        skipped=skipped or {},
     )
     (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    _swap_into_place(tmp, Path(out))
     return manifest
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an existing `out` (--force) is moved aside first, then deleted."""
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -137,14 +186,39 @@ def read_manifest(root: Path) -> Manifest:
         raise DataError(f"corrupt manifest {path}: {str(e).splitlines()[0]}") from None
 
 
-def verify_prepared(root: Path) -> list[str]:
-    """Re-check every array against the manifest's checksums; returns the problems."""
+def verify_prepared(root: Path, dataset: str | None = None) -> list[str]:
+    """Re-check a prepared directory against its manifest; returns the problems (empty: all good).
+
+    Checks the dataset name, every file's SHA-256, and each array's rows, shape and dtype.
+    """
+    root = Path(root)
     manifest = read_manifest(root)
     problems = []
+    if dataset is not None and manifest.dataset != dataset:
+        problems.append(f"holds {manifest.dataset}, not {dataset}")
     for rel, expected in manifest.checksums.items():
-        path = Path(root) / rel
+        path = root / rel
         if not path.is_file():
             problems.append(f"{rel}: missing")
         elif sha256_file(path) != expected:
             problems.append(f"{rel}: checksum mismatch")
-    return problems
+    for split, info in manifest.splits.items():
+        for name, want in [("labels", None), *manifest.modalities.items()]:
+            rel = f"{split}/{name}.npy"
+            problems += _array_problems(array_path(root, split, name), rel, info.size, want)
+    return list(dict.fromkeys(problems))  # a missing file is reported once
+
+
+def _array_problems(path: Path, rel: str, rows: int, want: ModalityInfo | None) -> list[str]:
+    """Rows, shape and dtype of one array against the manifest."""
+    if not path.is_file():
+        return [f"{rel}: missing"]
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        return [f"{rel}: unreadable ({str(e).splitlines()[0]})"]
+    found = [len(array), *array.shape[1:]], str(array.dtype)
+    expected = [rows, *(want.shape if want else [])], (want.dtype if want else "int64")
+    if found == expected:
+        return []
+    return [f"{rel}: {found[0]} {found[1]}, manifest says {expected[0]} {expected[1]}"]

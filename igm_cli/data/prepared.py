@@ -41,7 +41,9 @@ class PreparedDataset:
             inputs = {m: _load(array_path(root, split, m)) for m in manifest.modalities}
             for name, array in [("labels", labels), *inputs.items()]:
                 if len(array) != info.size:
-                    raise DataError(f"{root}: {split}/{name}.npy has {len(array)} rows, manifest says {info.size}")
+                    raise DataError(
+                        f"{root}: {split}/{name}.npy has {len(array)} rows, manifest says {info.size}"
+                    )
             splits[split] = SplitArrays(inputs, labels.astype(np.int64, copy=False))
         return cls(manifest, splits, root)
 

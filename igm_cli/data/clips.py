@@ -1,0 +1,171 @@
+"""Resumable, parallel clip-by-clip preparation shared by the audio-visual datasets.
+
+A plan (split → clips) is decoded in worker processes; each result goes straight into
+final-shaped `.npy` memmaps in the partial directory and a per-row status array records
+what is done, so memory stays bounded and a re-run of the same plan resumes. Rows of
+skipped clips are squeezed out at the end, then the directory is published atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .audio import AudioSpec, spectrogram_of
+from .base import MediaError, PrepareOptions
+from .manifest import Manifest, finish_prepared, partial_dir
+from .staging import REASONS, Staging
+from .video import VideoSpec, sampled_frames
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One raw clip: its id, class index and the files its modalities come from."""
+
+    id: str
+    label: int
+    audio: Path
+    video: Path
+
+
+@dataclass(frozen=True)
+class AVSpec:
+    """How the audio and video of every clip are turned into arrays."""
+
+    audio: AudioSpec
+    video: VideoSpec
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-clip shape and dtype of each modality."""
+        return {"audio": (self.audio.shape, "float32"), "video": (self.video.shape, "uint8")}
+
+
+def decode_clip(clip: Clip, spec: AVSpec) -> dict[str, np.ndarray] | tuple[str, str]:
+    """Worker: the arrays of one clip, or (reason, detail) when it cannot be used."""
+    try:  # video first: a file no decoder opens is reported as corrupt video
+        video = sampled_frames(clip.video, spec.video)
+        return {"audio": spectrogram_of(clip.audio, spec.audio), "video": video}
+    except MediaError as e:
+        return e.reason, str(e)
+
+
+def run_pool(fn, arg_tuples: list[tuple], jobs: int) -> Iterator[tuple[int, Any]]:
+    """(index, fn(*args)) for every argument tuple, in completion order, on `jobs` processes."""
+    if jobs == 1:
+        for i, args in enumerate(arg_tuples):
+            yield i, fn(*args)
+        return
+    todo = iter(enumerate(arg_tuples))
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running = {pool.submit(fn, *args): i for i, args in islice(todo, 4 * jobs)}  # bounded window
+        try:
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    if (following := next(todo, None)) is not None:
+                        running[pool.submit(fn, *following[1])] = following[0]
+                    yield i, future.result()
+        finally:
+            for future in running:
+                future.cancel()
+
+
+def fingerprint(plan: dict[str, list[Clip]], preprocessing: dict[str, Any], source: Path) -> str:
+    """Identifies a plan; a partial directory is resumed only by a run with the same one."""
+    doc = {
+        "source": str(Path(source).resolve()),
+        "preprocessing": preprocessing,
+        "plan": {
+            s: [[c.id, c.label, str(c.audio), str(c.video)] for c in clips] for s, clips in plan.items()
+        },
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def prepare_clips(
+    out: Path,
+    plan: dict[str, list[Clip]],
+    spec: AVSpec,
+    opts: PrepareOptions,
+    *,
+    dataset: str,
+    classes: list[str],
+    preprocessing: dict[str, Any],
+    skipped: dict[str, list[str]],
+    source: Path,
+) -> Manifest:
+    """Decode every planned clip (resuming a matching partial directory), then publish `out`."""
+    out = Path(out)
+    _refuse_if_strict(opts, skipped)
+    staging = Staging.open(partial_dir(out), plan, spec.shapes(), fingerprint(plan, preprocessing, source))
+    with staging:
+        todo = staging.pending()
+        total = sum(len(clips) for clips in plan.values())
+        opts.say(
+            f"{dataset}: {total} clips planned, {total - len(todo)} already done, "
+            f"{len(todo)} to decode with {opts.jobs} job(s)"
+        )
+        _fill(staging, todo, spec, opts)
+        for reason, ids in staging.skipped().items():
+            skipped.setdefault(reason, []).extend(ids)
+        _refuse_if_strict(opts, skipped)
+        _refuse_empty_splits(staging, skipped)
+        staging.finish()
+        return finish_prepared(
+            staging.root,
+            out,
+            dataset=dataset,
+            classes=classes,
+            preprocessing=preprocessing,
+            source=str(source),
+            skipped={r: sorted(ids) for r in REASONS if (ids := skipped.get(r))},
+            media=True,
+        )
+
+
+def _refuse_if_strict(opts: PrepareOptions, skipped: dict[str, list[str]]) -> None:
+    problems = [(ids[0], reason, len(ids)) for reason, ids in skipped.items() if ids]
+    if opts.strict and problems:
+        first, reason, _ = problems[0]
+        more = sum(count for *_, count in problems) - 1
+        raise DataError(f"{first}: {reason}" + (f" (and {more} more)" if more else "") + " (--strict)")
+
+
+def _refuse_empty_splits(staging: Staging, skipped: dict[str, list[str]]) -> None:
+    empty = [split for split, n in staging.kept().items() if n == 0]
+    if empty:
+        counts = ", ".join(f"{reason} {len(ids)}" for reason, ids in skipped.items() if ids)
+        raise DataError(f"every clip of {' and '.join(empty)} was skipped ({counts})")
+
+
+def _fill(staging: Staging, todo: list[tuple[str, int, Clip]], spec: AVSpec, opts: PrepareOptions) -> None:
+    """Decode the pending clips into the staging arrays, checkpointing every 10 s."""
+    start = last = time.monotonic()
+    try:
+        args = [(clip, spec) for _, _, clip in todo]
+        for n, (i, result) in enumerate(run_pool(decode_clip, args, opts.jobs), start=1):
+            split, row, clip = todo[i]
+            if isinstance(result, dict):
+                staging.write(split, row, result)
+            else:
+                staging.skip(split, row, result[0])
+                if opts.strict:
+                    raise DataError(f"{clip.id}: {result[1]} (--strict)")
+            if time.monotonic() - last > 10 or n == len(todo):  # checkpoint and report every 10 s
+                last = time.monotonic()
+                staging.checkpoint()
+                opts.say(f"  {n}/{len(todo)} clips, {n / max(last - start, 1e-9):.1f} clips/s")
+    finally:
+        staging.checkpoint()

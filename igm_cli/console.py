@@ -127,7 +127,7 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
         "T from",
         "share of ‖∇W‖ removed by T",
         "trace(T)/d of new T",
-        "SAM moved",
+        "SAM ε as realized",
     ):
         table.add_column(column)
     for s in stages:

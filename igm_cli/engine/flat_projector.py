@@ -83,6 +83,7 @@ class FlatProjector:
             zero = torch.zeros((), device=weight.device, dtype=torch.float64)
             T_w = T.to(device=weight.device, dtype=weight.dtype)
             self._active.append(ProjectedLayer(name, linear, T_w, zero.clone(), zero.clone()))
+        self._active.reverse()  # forward order, for reports
         return [p.name for p in self._active]
 
     def apply(self) -> None:

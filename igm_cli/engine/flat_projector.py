@@ -86,15 +86,19 @@ class FlatProjector:
         self._active.reverse()  # forward order, for reports
         return [p.name for p in self._active]
 
+    @torch.no_grad()
     def apply(self) -> None:
         """∇W ← ∇W T for every paired layer (Eq. 9), tracking how much norm T removes."""
-        for p in self._active:
-            grad = p.linear.weight.grad
-            if grad is None:
-                continue
-            p.grad_sq += grad.detach().double().square().sum()
+        layers = [p for p in self._active if p.linear.weight.grad is not None]
+        if not layers:
+            return
+        before = torch._foreach_norm([p.linear.weight.grad for p in layers])  # one fused call, no sync
+        for p in layers:
             project_grad_(p.linear.weight, p.T)
-            p.projected_sq += p.linear.weight.grad.detach().double().square().sum()
+        after = torch._foreach_norm([p.linear.weight.grad for p in layers])
+        for p, b, a in zip(layers, before, after, strict=True):
+            p.grad_sq += b.double().square()
+            p.projected_sq += a.double().square()
 
     def stage_report(self) -> dict[str, float]:
         """Per paired layer: the share of gradient norm T removed, 1 − ‖∇W T‖/‖∇W‖ (pooled)."""

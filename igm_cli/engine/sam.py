@@ -21,6 +21,8 @@ class SamStep:
         self.rho = rho
         self._saved: list[torch.Tensor] = []
         self._perturbed: list[nn.Parameter] = []
+        self._buffers: list[torch.Tensor] = []
+        self._buffer_key: list[tuple] = []
 
     @property
     def enabled(self) -> bool:
@@ -29,15 +31,29 @@ class SamStep:
 
     @torch.no_grad()
     def perturb(self, params: Sequence[nn.Parameter]) -> torch.Tensor:
-        """Save θ and move to θ + ε; returns ‖g‖ (a 0-d tensor, no host sync)."""
+        """Save θ and move to θ + ε; returns ‖g‖ (a 0-d tensor, no host sync).
+
+        The gradients are consumed: they are scaled in place into ε (the trainer zeroes
+        them next). θ is saved into buffers kept from step to step, so a step allocates
+        nothing.
+        """
         with_grad = [p for p in params if p.grad is not None]
         grads = [p.grad for p in with_grad]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        scale = self.rho / (norm + 1e-12)
-        self._saved = [p.detach().clone() for p in with_grad]
+        self._saved = self._buffers_for(with_grad)
+        torch._foreach_copy_(self._saved, with_grad)
         self._perturbed = with_grad
-        torch._foreach_add_(with_grad, torch._foreach_mul(grads, scale))
+        torch._foreach_mul_(grads, self.rho / (norm + 1e-12))  # grads become ε
+        torch._foreach_add_(with_grad, grads)
         return norm
+
+    def _buffers_for(self, params: list[nn.Parameter]) -> list[torch.Tensor]:
+        """Saved-θ buffers matching `params`, reused while the parameter set stays the same."""
+        key = [(id(p), p.shape, p.dtype, p.device) for p in params]
+        if key != self._buffer_key:
+            self._buffers = [torch.empty_like(p) for p in params]
+            self._buffer_key = key
+        return self._buffers
 
     @torch.no_grad()
     def realized(self) -> dict[str, float]:
@@ -61,7 +77,7 @@ class SamStep:
     def restore(self) -> None:
         """Copy the saved θ back (exact, unlike subtracting ε)."""
         torch._foreach_copy_(self._perturbed, self._saved)
-        self._saved, self._perturbed = [], []
+        self._perturbed = []
 
     def restore_pending(self) -> None:
         """Restore θ if a step was cut between `perturb` and `restore` (interrupts)."""
@@ -69,14 +85,19 @@ class SamStep:
             self.restore()
 
 
+def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer below `module` (collect once, not per step)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @contextmanager
-def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+def frozen_bn_stats(module: nn.Module | list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
     """Normalise with batch statistics but leave running statistics untouched (SAM pass 2).
 
     In training mode BatchNorm with `track_running_stats=False` uses the batch's own
     statistics and updates nothing, which is exactly pass one without its side effect.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(module) if isinstance(module, nn.Module) else module
     previous = [m.track_running_stats for m in norms]
     for m in norms:
         m.track_running_stats = False

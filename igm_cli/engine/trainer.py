@@ -26,7 +26,7 @@ from .evaluate import evaluate_model
 from .flat_projector import FlatProjector
 from .fusion import fuse
 from .optim import set_learning_rate
-from .sam import SamStep, frozen_bn_stats
+from .sam import SamStep, batch_norms, frozen_bn_stats
 from .stages import Stage, StageSchedule
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -98,6 +98,7 @@ class Trainer:
         self.on_event = on_event or (lambda kind, payload: None)
         self._interrupted = False
         self._sam_moved: dict[str, float] | None = None
+        self._norms: list[torch.nn.Module] = []  # BatchNorms of the active branches
 
     # ------------------------------------------------------------------ the loop
 
@@ -203,7 +204,7 @@ class Trainer:
             if self._sam_moved is None:  # measured once per epoch: did ε change any weight?
                 self._sam_moved = self.sam.realized()
             optimizer.zero_grad(set_to_none=True)
-            with frozen_bn_stats(self.model):
+            with frozen_bn_stats(self._norms):
                 self._loss(stage, inputs, labels).backward()
             self.sam.restore()
         self.projector.apply()
@@ -225,6 +226,7 @@ class Trainer:
         self.model.eval()
         for m in stage.active:
             self.model.branch(m).train()
+        self._norms = [bn for m in stage.active for bn in batch_norms(self.model.branch(m))]
         return [p for m in stage.active for p in self.model.branch(m).parameters()]
 
     def _begin_stage(self, stage: Stage, state: TrainState) -> list[str]:

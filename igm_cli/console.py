@@ -31,8 +31,8 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-class TrainingDisplay:
-    """Event sink for the trainer: a progress bar on a TTY, one line per epoch otherwise."""
+class EventDisplay:
+    """Base of the event sinks: used as a context manager, with a progress bar on a TTY only."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -47,30 +47,39 @@ class TrainingDisplay:
             self.progress.stop()
 
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Render one event (subclasses)."""
+        raise NotImplementedError
+
+    def start_progress(self, label: str, total: int, completed: int = 0, transient: bool = False) -> None:
+        """Show a bar when stderr is a terminal (never in logs or under --quiet)."""
+        if not console.is_terminal or self.quiet:
+            return
+        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self.progress = Progress(*columns, console=console, transient=transient)
+        self.task = self.progress.add_task(label, total=total, completed=completed)
+        self.progress.start()
+
+    def advance(self) -> None:
+        """One unit of work done."""
+        if self.progress is not None:
+            self.progress.advance(self.task)
+
+
+class TrainingDisplay(EventDisplay):
+    """Event sink for the trainer: a progress bar on a TTY, one line per epoch otherwise."""
+
+    def on_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Render one trainer event."""
         if self.quiet:
             return
         if kind == "run_start":
             verb = "resuming" if payload["resumed"] else "run"
             info(f"{verb} [bold]{payload['run_dir']}[/]")
-            if console.is_terminal:
-                total = payload["total_epochs"] * payload["batches_per_epoch"]
-                self.progress = Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                )
-                self.task = self.progress.add_task("training", total=total)
-                done = (
-                    payload["state"]["epochs_done"] * payload["batches_per_epoch"] + payload["state"]["batch"]
-                )
-                self.progress.update(self.task, completed=done)
-                self.progress.start()
-        elif kind == "step" and self.progress is not None:
-            self.progress.advance(self.task)
+            per_epoch, state = payload["batches_per_epoch"], payload["state"]
+            done = state["epochs_done"] * per_epoch + state["batch"]
+            self.start_progress("training", payload["total_epochs"] * per_epoch, done, transient=True)
+        elif kind == "step":
+            self.advance()
         elif kind == "stage_start":
             source = payload["source"]
             gm = (
@@ -185,20 +194,8 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-class SweepDisplay:
+class SweepDisplay(EventDisplay):
     """Event sink of a sweep: a start line, one line per finished trial, a TTY progress bar."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.progress: Progress | None = None
-        self.task = None
-
-    def __enter__(self) -> Callable[[str, dict[str, Any]], None]:
-        return self.on_event
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Render one sweep event (`sweep_start` or `trial_end`)."""
@@ -215,17 +212,12 @@ class SweepDisplay:
             f"{_count(p['settings'], 'setting')} × {_count(p['seeds'], 'seed')}{shard}; "
             f"running {p['to_run']}{done} with {_count(p['jobs'], 'job')}"
         )
-        if console.is_terminal and p["to_run"] and not self.quiet:
-            self.progress = Progress(
-                TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-            )
-            self.task = self.progress.add_task("trials", total=p["to_run"])
-            self.progress.start()
+        if p["to_run"]:
+            self.start_progress("trials", p["to_run"])
 
     def _trial_end(self, p: dict[str, Any]) -> None:
         r = p["record"]
-        if self.progress is not None:
-            self.progress.advance(self.task)
+        self.advance()
         head = f"  [{p['done']}/{p['total']}] {r['id']}  {_escape(r.get('label', ''))}  seed {r['seed']}"
         if r["status"] == "ok":
             line = f"{head}: ok · {p['metric']} {p['score']:.4f} · {r['seconds']:.1f} s"
@@ -314,19 +306,8 @@ def _sweep_footer(report: dict[str, Any]) -> None:
 # line per checkpoint otherwise) and the sharpness table. Reads the dicts of igm_cli.landscape.
 
 
-class LandscapeDisplay:
+class LandscapeDisplay(EventDisplay):
     """Event sink of `igm landscape`."""
-
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-        self.task = None
-
-    def __enter__(self) -> Callable[[str, dict[str, Any]], None]:
-        return self.on_event
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
 
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Render one landscape event."""
@@ -334,8 +315,8 @@ class LandscapeDisplay:
 
         if kind == "start":
             self._start(payload)
-        elif kind == "point" and self.progress is not None:
-            self.progress.advance(self.task)
+        elif kind == "point":
+            self.advance()
         elif kind == "hessian" and self.progress is None:
             info(f"  {escape(payload['name'])}: top Hessian eigenvalue by power iteration")
         elif kind == "checkpoint_end":
@@ -355,16 +336,8 @@ class LandscapeDisplay:
             f"landscape [bold]{escape(p['out'])}[/]: {len(p['names'])} checkpoint(s) × {p['points']} "
             f"points on {p['samples']} samples{resumed}"
         )
-        if console.is_terminal and p["done"] < total:
-            self.progress = Progress(
-                TextColumn("grid points"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-            )
-            self.task = self.progress.add_task("grid", total=total, completed=p["done"])
-            self.progress.start()
+        if p["done"] < total:
+            self.start_progress("grid points", total, p["done"])
 
 
 def landscape_table(result: dict[str, Any]) -> None:

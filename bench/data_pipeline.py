@@ -160,6 +160,14 @@ def main() -> None:
             rate, first = d["steady_clips_per_s"], d["first_clip_s"]
             line = f"decode  --jobs {d['jobs']}      {rate:10.1f} clips/s after a {first} s start-up"
             print(line, file=sys.stderr)
+        ratio = doc["ratio_split_batches"]
+        verdict = "met" if ratio >= 10 else "NOT met"
+        print(f"prepared reader / on the fly: {ratio}× (target ≥ 10×: {verdict})", file=sys.stderr)
+        print(
+            f"--jobs 2 / --jobs 1: prepare {doc['prepare_speedup_jobs2']}×, "
+            f"steady decoding {doc['steady_speedup_jobs2']}× (worker start-up not included)",
+            file=sys.stderr,
+        )
     print(json.dumps(doc, indent=2))
 
 

@@ -46,6 +46,9 @@ def _guard(action: Callable[[], T], interrupted: str = "") -> T:
     except IgmError as e:
         console.error(str(e))
         raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # a full disk or a permission problem while writing: name it, no traceback
+        console.error(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.error(
             interrupted or "interrupted; a resumable last.safetensors was written (igm train --resume ...)"

@@ -136,3 +136,12 @@ def test_unknown_embedded_view_exits_2_naming_it(tiny_sets):
     result = invoke("train", *set_args([*tiny_sets, "modalities.kar.name=nosuchview"]))
     assert result.exit_code == 2
     assert "modalities: nosuchview not in dataset mfeat" in result.stderr
+
+
+def test_unwritable_runs_directory_is_one_line_exit_1(tmp_path, tiny_sets):
+    blocker = tmp_path / "runs-file"
+    blocker.write_text("a file where the runs directory should be")
+    result = invoke("train", "--runs-dir", str(blocker / "sub"), *set_args(tiny_sets))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1

@@ -19,7 +19,7 @@ from .audio import AudioSpec
 from .base import PrepareOptions, check_options, require_source
 from .clips import AVSpec, Clip, prepare_clips
 from .manifest import Manifest
-from .splits import group_holdout, holdout_size, stratified_holdout
+from .splits import group_holdout, holdout_size, require_nonempty, stratified_holdout
 from .video import VideoSpec
 
 NAME = "crema-d"
@@ -121,9 +121,7 @@ def make_splits(clips: list[Clip], opts: PrepareOptions, skipped: dict) -> tuple
     record["stratified"] = not by_actor
     record["grouped_by"] = "actor" if by_actor else None
     plan = {"train": train, "val": val, "test": test}
-    if any(not part for part in plan.values()):
-        sizes = ", ".join(f"{s} {len(p)}" for s, p in plan.items())
-        raise DataError(f"too few clips for three non-empty splits ({sizes})")
+    require_nonempty(plan, "clips")
     return plan, record
 
 

@@ -17,7 +17,7 @@ from .audio import AudioSpec
 from .base import PrepareOptions, check_options, require_source
 from .clips import AVSpec, Clip, prepare_clips
 from .manifest import Manifest
-from .splits import stratified_holdout
+from .splits import require_nonempty, stratified_holdout
 from .video import VideoSpec
 
 NAME = "kinetics-sounds"
@@ -92,9 +92,7 @@ def make_splits(found: dict[str, list[Clip]], unlabelled: int, seed: int) -> tup
         record["test"] = (
             f"half of the CSV's val, stratified, seed {seed} ({unlabelled} test rows had no label)"
         )
-    if any(not clips for clips in found.values()):
-        sizes = ", ".join(f"{s} {len(c)}" for s, c in found.items())
-        raise DataError(f"too few Kinetics-Sounds clips found for three non-empty splits ({sizes})")
+    require_nonempty(found, "Kinetics-Sounds clips")
     return found, record
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def stratified_split(
     labels: np.ndarray, fractions: tuple[float, float, float], seed: int
@@ -53,3 +55,10 @@ def group_holdout(groups: np.ndarray, n_groups: int, seed: int) -> tuple[np.ndar
     chosen = sorted(np.random.default_rng(seed).permutation(names)[:n_groups].tolist())
     held = np.flatnonzero(np.isin(groups, chosen))
     return np.setdiff1d(np.arange(len(groups)), held), held, chosen
+
+
+def require_nonempty(plan: dict[str, list], what: str) -> None:
+    """Every split must hold at least one clip; otherwise a DataError listing the sizes."""
+    if any(not part for part in plan.values()):
+        sizes = ", ".join(f"{split} {len(part)}" for split, part in plan.items())
+        raise DataError(f"too few {what} for three non-empty splits ({sizes})")

@@ -7,7 +7,6 @@ same fixed, seeded subset of one split; directions are drawn per parameter name 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from igm_cli.checkpoint import Checkpoint, load_checkpoint
+from igm_cli.data.manifest import sha256_file
 from igm_cli.engine.batches import SplitBatches
 from igm_cli.errors import UsageError
 from igm_cli.models import LateFusionModel
@@ -125,15 +125,6 @@ def subset_batches(first: Loaded, spec: LandscapeSpec, data_dir: Path | None, de
     return fixed_batches(split, subset_indices(len(split), spec.batches, size, spec.seed), size)
 
 
-def file_sha256(path: Path) -> str:
-    """Content hash: a record is continued only for the very same checkpoint files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_out(first: Loaded, modality: str) -> Path:
     """`landscape-<run directory>-<modality>` in the working directory."""
     return Path(f"landscape-{first.checkpoint.path.resolve().parent.name}-{modality}")
@@ -179,7 +170,8 @@ def compute_landscape(
     config = {
         **asdict(spec),
         "samples": sum(len(y) for _, y in batches),
-        "checkpoints": [{"name": x.name, "sha256": file_sha256(x.checkpoint.path)} for x in loaded],
+        # the content hash: a stored landscape is continued only for the very same files
+        "checkpoints": [{"name": x.name, "sha256": sha256_file(x.checkpoint.path)} for x in loaded],
     }
     out = Path(out) if out is not None else default_out(loaded[0], spec.modality)
     store = LandscapeStore.open(out, config, axes, len(loaded))

@@ -255,8 +255,8 @@ def _open_resume(resume: str, preset: Preset | None, runs_dir: Path):
         path = Path(resume)
         path = path / "last.safetensors" if path.is_dir() else path
     checkpoint = load_checkpoint(path)
-    if checkpoint.state.get("finished"):
-        raise UsageError(f"run {path.parent} already finished; nothing to resume")
+    if checkpoint.state.get("finished") or (path.parent / "results.json").exists():
+        raise UsageError(f"run {path.parent} already finished (it has results.json); nothing to resume")
     if "optimizer" not in checkpoint.extra:
         raise CheckpointError(f"{path} has no optimizer state; resume from a run's last.safetensors")
     return checkpoint

@@ -141,6 +141,10 @@ def test_resume_auto_and_finished_run(tmp_path):
     again = runner.invoke(app, ["train", "--resume", "auto"])
     assert again.exit_code == 2
     assert "no unfinished run" in again.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    finished = runner.invoke(app, ["train", "--resume", str(run)])
+    assert finished.exit_code == 2
+    assert "already finished" in finished.stderr
 
 
 def test_sigint_through_the_cli_exits_130_and_resumes_exactly(tmp_path):

@@ -141,10 +141,10 @@ class RunSink:
         extra = dict(extra or {})
         if kind == "last":
             tensors.update(rng_tensors())
+            extra["optimizer"] = None  # None: the next step starts a stage with a fresh optimizer
             if optimizer is not None:
-                optim, meta = optimizer_tensors(optimizer)
+                optim, extra["optimizer"] = optimizer_tensors(optimizer)
                 tensors.update(optim)
-                extra["optimizer"] = meta
         save_checkpoint(
             self.run_dir / f"{kind}.safetensors",
             tensors,
@@ -262,12 +262,18 @@ def _open_resume(resume: str, preset: Preset | None, runs_dir: Path):
     return checkpoint
 
 
-def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable]:
+def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable | None]:
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     projector.load_state_tensors(checkpoint.tensors)
     restore_rng(checkpoint.tensors)
-    meta = checkpoint.extra["optimizer"]
-    return state_from_dict(checkpoint.state), lambda opt: load_optimizer_state(opt, checkpoint.tensors, meta)
+    state, meta = state_from_dict(checkpoint.state), checkpoint.extra["optimizer"]
+    if meta is None:
+        if state.epoch or state.batch:
+            raise CheckpointError(
+                f"{checkpoint.path} has no optimizer state but stops inside stage {state.stage}"
+            )
+        return state, None  # at a stage boundary: the stage builds its own fresh optimizer
+    return state, lambda opt: load_optimizer_state(opt, checkpoint.tensors, meta)
 
 
 def _final_results(preset, run_dir, model, data, modalities, device, state, projector) -> dict[str, Any]:

@@ -63,8 +63,10 @@ def test_train_writes_the_run_contract_and_eval_agrees(tmp_path):
     assert not any(k.startswith("optim.") for k in keys)
     assert json.loads(meta["preset"])["name"] == "mfeat"
     assert set(json.loads(meta["state"])) >= {"stage", "epoch", "step", "best_metric"}
-    with safe_open(str(run / "last.safetensors"), "pt") as f:
-        assert any(k.startswith("optim.") for k in f.keys()) and "rng.cpu" in f.keys()
+    # the final last.safetensors stands at a stage boundary: RNG, but no optimizer state to carry over
+    last = load_checkpoint(run / "last.safetensors")
+    assert "rng.cpu" in last.tensors and last.extra["optimizer"] is None
+    assert not any(k.startswith("optim.") for k in last.tensors)
     # results show every branch beside the fused model
     assert set(results["test"]) == {"fou", "kar", "fused"}
     # igm eval on best.safetensors reproduces the test metrics exactly
@@ -111,15 +113,50 @@ def interrupt_at(step: int):
     return on_event
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
-    sets = [*TINY_SETS, "stages.epochs=[2,1,1]", "modalities.fou.encoder.dropout=0.2"]
-    preset = resolve_preset("mfeat", sets)
-    whole = train(preset, runs_dir=tmp_path / "whole")
+def ctrl_c_at(kind: str, **where):
+    """A real SIGINT (deferred by the trainer to its next safe point) at the first matching event."""
+    fired = []
+
+    def on_event(event, payload):
+        if event == kind and not fired and all(payload.get(k) == v for k, v in where.items()):
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return on_event
+
+
+RESUME_SETS = [*TINY_SETS, "stages.epochs=[2,1,1]", "modalities.fou.encoder.dropout=0.2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return train(resolve_preset("mfeat", RESUME_SETS), runs_dir=tmp_path_factory.mktemp("whole"))
+
+
+# Every kind of place a run can stop: inside an epoch, at an epoch end inside a stage,
+# at each stage boundary (the checkpoint then belongs to the next stage, whose optimizer is
+# fresh), and at the first step of a stage.
+STOPS = {
+    "mid-epoch": (interrupt_at(37), {"stage": 0, "epoch": 0, "batch": 37}),
+    "epoch-end": (ctrl_c_at("epoch_end", stage=0, epoch=0), {"stage": 0, "epoch": 1, "batch": 0}),
+    "stage-0-end": (ctrl_c_at("stage_end", stage=0), {"stage": 1, "epoch": 0, "batch": 0}),
+    "stage-1-end": (ctrl_c_at("stage_end", stage=1), {"stage": 2, "epoch": 0, "batch": 0}),
+    "stage-1-first-step": (ctrl_c_at("step", stage=1, batch=1), {"stage": 1, "epoch": 0, "batch": 1}),
+    "stage-2-first-step": (ctrl_c_at("step", stage=2, batch=1), {"stage": 2, "epoch": 0, "batch": 1}),
+}
+
+
+@pytest.mark.parametrize("where", list(STOPS))
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, uninterrupted, where):
+    on_event, expected = STOPS[where]
+    whole = uninterrupted
+    preset = resolve_preset("mfeat", RESUME_SETS)
     with pytest.raises(KeyboardInterrupt):
-        train(preset, runs_dir=tmp_path / "cut", on_event=interrupt_at(37))
+        train(preset, runs_dir=tmp_path / "cut", on_event=on_event)
     run = only_run(tmp_path / "cut")
     assert not (run / "results.json").exists()
-    assert load_checkpoint(run / "last.safetensors").state["batch"] == 37
+    stopped = load_checkpoint(run / "last.safetensors").state
+    assert {k: stopped[k] for k in expected} == expected
     resumed = train(None, resume=str(run), runs_dir=tmp_path / "cut")
     a = model_tensors(Path(whole["run_dir"]) / "last.safetensors")
     b = model_tensors(run / "last.safetensors")

@@ -188,7 +188,9 @@ class Trainer:
             self.sink.save("best", state, None, {"val": val})
         if stage_done:
             state.stage, state.epoch, state.gm_meter = stage.index + 1, 0, {}
-        self.sink.save("last", state, optimizer)
+        # At a stage boundary the next stage starts with a fresh optimizer over other
+        # parameters: the finished stage's optimizer state must not be carried into it.
+        self.sink.save("last", state, None if stage_done else optimizer)
         if self._interrupted:
             raise KeyboardInterrupt
 

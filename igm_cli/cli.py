@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 presets_app = typer.Typer(help="List and show the shipped presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
+convert_app = typer.Typer(help="Convert public pretrained weights to safetensors.", no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
 
 T = TypeVar("T")
 
@@ -126,7 +128,7 @@ def eval_(
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset: mfeat, crema-d or kinetics-sounds.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset: mfeat, crema-d, kinetics-sounds or nvgesture.")],
     source: Annotated[
         Path | None, typer.Option(help="The raw download (unused for the embedded dataset).")
     ] = None,
@@ -138,10 +140,13 @@ def prepare(
     jobs: Annotated[int, typer.Option(help="Worker processes decoding clips.")] = 1,
     strict: Annotated[bool, typer.Option(help="Missing or corrupt media are an error (exit 3).")] = False,
     frames: Annotated[
-        int | None, typer.Option(help="Frames per clip (default: crema-d 1, kinetics-sounds 3).")
+        int | None,
+        typer.Option(help="Frames per clip (default: crema-d 1, kinetics-sounds 3, nvgesture 80)."),
     ] = None,
     fps: Annotated[float | None, typer.Option(help="Rate frames are decoded at (default 1).")] = None,
-    frame_size: Annotated[int | None, typer.Option(help="Frame side in pixels (default 224).")] = None,
+    frame_size: Annotated[
+        int | None, typer.Option(help="Frame side in pixels (default 224; nvgesture 256).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of derived splits (default 42).")] = None,
     split_file: Annotated[
         Path | None, typer.Option(help="crema-d: a published `id,EMO` list used as the test split.")
@@ -151,6 +156,13 @@ def prepare(
     ] = False,
     annotations: Annotated[
         Path | None, typer.Option(help="kinetics-sounds: folder of K400 CSVs (default SOURCE/annotations).")
+    ] = None,
+    lists: Annotated[
+        Path | None,
+        typer.Option(help="nvgesture: folder of the official .lst files (default: under SOURCE)."),
+    ] = None,
+    flow: Annotated[
+        str | None, typer.Option(help="nvgesture: optical flow, tvl1 (default) or farneback.")
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -165,7 +177,7 @@ def prepare(
         options = PrepareOptions(
             jobs=jobs, strict=strict, frames=frames, fps=fps, frame_size=frame_size, seed=seed,
             split_file=split_file, speaker_independent=speaker_independent, annotations=annotations,
-            progress=console.info,
+            lists=lists, flow=flow, progress=console.info,
         )  # fmt: skip
         return prepare_dataset(
             dataset, source=source, out=out or Path("data") / dataset, force=force, options=options
@@ -178,6 +190,27 @@ def prepare(
         console.info(result["message"])
     if result.get("problems"):
         raise typer.Exit(3)
+
+
+@convert_app.command("i3d")
+def convert_i3d(
+    source: Annotated[
+        Path, typer.Argument(help="A public pytorch-i3d state dict (rgb_imagenet.pt, flow_imagenet.pt).")
+    ],
+    out: Annotated[
+        Path, typer.Argument(help="The .safetensors file to write (point encoder.weights at it).")
+    ],
+    json_: JsonOpt = False,
+) -> None:
+    """Convert I3D weights to safetensors once; a file that is not a plain state dict is refused (exit 3)."""
+
+    def run() -> dict[str, Any]:
+        from .models.i3d_weights import convert_i3d as convert
+
+        return convert(source, out)
+
+    result = _guard(run)
+    console.emit_json(result) if json_ else console.info(result["message"])
 
 
 @presets_app.command("list")

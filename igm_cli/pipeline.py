@@ -33,6 +33,7 @@ from .engine.stages import StageSchedule
 from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict, state_to_dict
 from .errors import CheckpointError, DataError, PresetError, UsageError
 from .models import LateFusionModel, build_model
+from .models.clip_input import clip_problems
 from .presets import Preset, preset_from_json, preset_to_yaml
 from .runs import append_jsonl, create_run_dir, find_resumable, write_text_atomic
 
@@ -75,7 +76,12 @@ def open_data(preset: Preset, data_dir: Path | None) -> PreparedDataset:
     return data
 
 
-STORED_RANK = {"vector": (1,), "spectrogram": (2,), "frames": (4,)}  # per-sample array rank per input kind
+STORED_RANK = {
+    "vector": (1,),
+    "spectrogram": (2,),
+    "frames": (4,),
+    "clip": (4,),
+}  # per-sample array rank per input kind
 
 
 def check_compatible(preset: Preset, data: PreparedDataset) -> None:
@@ -98,6 +104,10 @@ def check_compatible(preset: Preset, data: PreparedDataset) -> None:
                 f"modalities.{m.name}.input.kind: {m.input.kind} needs per-sample rank "
                 f"{STORED_RANK[m.input.kind][0]}, the data's {m.name} has shape {shape}"
             )
+        if m.input.kind == "clip":
+            problems = clip_problems(m.name, m.input, shape, getattr(m.encoder, "min_frames", None))
+            if problems:
+                raise PresetError("; ".join(problems))
 
 
 def model_info(preset: Preset, data: PreparedDataset, data_dir: Path | None) -> dict[str, Any]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .data import get_dataset
 from .data.base import PrepareOptions, check_options
@@ -50,13 +53,24 @@ def _result(manifest: Manifest, out: Path, *, prepared: bool, seconds: float) ->
         "prepared": prepared,
         "splits": {split: info.size for split, info in manifest.splits.items()},
         "skipped": {reason: len(ids) for reason, ids in manifest.skipped.items()},
+        "bytes": modality_bytes(manifest),
         "seconds": round(seconds, 2),
+    }
+
+
+def modality_bytes(manifest: Manifest) -> dict[str, int]:
+    """Bytes of each modality's arrays over all splits."""
+    rows = sum(info.size for info in manifest.splits.values())
+    return {
+        m: rows * math.prod(info.shape) * np.dtype(info.dtype).itemsize
+        for m, info in manifest.modalities.items()
     }
 
 
 def _describe(manifest: Manifest) -> str:
     sizes = ", ".join(f"{s} {info.size}" for s, info in manifest.splits.items())
     text = f"{len(manifest.classes)} classes, modalities {', '.join(manifest.modalities)}; {sizes}"
+    text += "; size " + ", ".join(f"{m} {_human(n)}" for m, n in modality_bytes(manifest).items())
     if manifest.skipped:
         parts = ", ".join(
             f"{reason} {len(ids)} ({ids[0]}{', …' if len(ids) > 1 else ''})"
@@ -64,3 +78,11 @@ def _describe(manifest: Manifest) -> str:
         )
         text += f"; skipped: {parts}, every id listed under `skipped` in manifest.json"
     return text
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

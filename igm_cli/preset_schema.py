@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DatasetName = Literal["mfeat", "crema-d", "kinetics-sounds"]
+DatasetName = Literal["mfeat", "crema-d", "kinetics-sounds", "nvgesture"]
 MetricName = Literal["accuracy", "macro_f1", "map"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -68,24 +68,59 @@ class ResNetEncoder(Section):
         return self.widths[-1]
 
 
-EncoderSpec = Annotated[Union[MlpEncoder, ResNetEncoder], Field(discriminator="name")]  # noqa: UP007
+class I3dEncoder(Section):
+    """I3D (Inception-v1 inflated to 3-D) for clips (B, T, C, H, W); feature = mean-pooled Mixed_5c.
+
+    Parameter names load the public pytorch-i3d weights once converted with `igm convert
+    i3d`; a branch with another channel count (depth) keeps a fresh first convolution.
+    """
+
+    name: Literal["i3d"] = "i3d"
+    """Encoder registry key."""
+    weights: str | None = None
+    """Converted .safetensors (`igm convert i3d`), relative to the working directory; null: random init."""
+    width_divisor: Annotated[int, Field(ge=1)] = 1
+    """Divide every layer's channels (1 = the real network; > 1 only for tiny test models)."""
+    pool_frames: Annotated[int, Field(ge=1)] = 8
+    """Temporal positions Mixed_5c must have (the release pools 8): clips need 8·(pool_frames−1)+1 frames."""
+
+    @property
+    def feature_dim(self) -> int:
+        """Feature size d = Mixed_5c's channels (1024 for the real network)."""
+        from .models.i3d import MIXED
+
+        widths = [max(1, w // self.width_divisor) for w in MIXED["Mixed_5c"]]
+        return widths[0] + widths[2] + widths[4] + widths[5]
+
+    @property
+    def min_frames(self) -> int:
+        """Fewest frames an input clip may have."""
+        return 8 * (self.pool_frames - 1) + 1
+
+
+EncoderSpec = Annotated[Union[MlpEncoder, ResNetEncoder, I3dEncoder], Field(discriminator="name")]  # noqa: UP007
 
 
 class InputSpec(Section):
     """How a batch of stored samples becomes the encoder's input (on the training device)."""
 
-    kind: Literal["vector", "spectrogram", "frames"] = "vector"
-    """vector: as stored; spectrogram: (B,F,T) → (B,1,F,T); frames: uint8 (B,T,3,H,W) → normalised."""
+    kind: Literal["vector", "spectrogram", "frames", "clip"] = "vector"
+    """vector: as stored; spectrogram: (B,F,T) → (B,1,F,T); frames: uint8 (B,T,3,H,W) → normalised;
+    clip: uint8 (B,T,C,H,W) → a random window and crop (train) or all frames, centre crop (eval)."""
     size: Annotated[int, Field(gt=0)] = 224
     """frames: output side length (training crop and evaluation resize)."""
     crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.08, 1.0)
     """frames: area range of the training random resized crop."""
     flip: bool = True
-    """frames: random horizontal flip in training."""
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    """frames: per-channel mean (ImageNet)."""
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    """frames: per-channel std (ImageNet)."""
+    """frames: random horizontal flip in training (clips are never flipped: flow x would flip sign)."""
+    mean: Annotated[list[float], Field(min_length=1)] = [0.485, 0.456, 0.406]
+    """frames, clip: per-channel mean of the values scaled to [0, 1] (ImageNet; one per stored channel)."""
+    std: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.229, 0.224, 0.225]
+    """frames, clip: per-channel std (ImageNet)."""
+    window: Annotated[int, Field(gt=0)] | None = None
+    """clip: frames of the random training window (null: all stored frames); evaluation uses all."""
+    shared_view: bool = True
+    """clip: the training window and crop of a sample are shared by every clip modality that says so."""
 
 
 class Modality(Section):

@@ -71,6 +71,9 @@ def test_foreign_safetensors_file_is_rejected(tmp_path):
 
 
 def test_no_pickle_capable_loading_in_the_package():
-    pattern = re.compile(r"torch\.load\(|import pickle|pickle\.load|allow_pickle=True")
+    # torch.load only with weights_only=True in the same call (the I3D converter)
+    pattern = re.compile(
+        r"torch\.load\((?![^)]*weights_only=True\))|import pickle|pickle\.load|allow_pickle=True"
+    )
     offenders = [str(p) for p in PACKAGE.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []

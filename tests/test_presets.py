@@ -10,7 +10,13 @@ SHAPES = {"vector": [12], "spectrogram": [20, 16], "frames": [2, 3, 20, 20]}
 TINY_ENCODERS = {
     "mlp": {"hidden": [8], "dim": 6},
     "resnet18": {"widths": [4, 8], "depths": [1, 1], "embedding": 4},
+    "i3d": {"weights": "", "width_divisor": 16, "pool_frames": 1},
 }
+
+
+def tiny_shape(m) -> list[int]:
+    """A stored sample shape for a modality's input kind (clips: one channel per mean value)."""
+    return [3, len(m.input.mean), 20, 20] if m.input.kind == "clip" else SHAPES[m.input.kind]
 
 
 @pytest.mark.parametrize("name", sorted(shipped_presets()))
@@ -21,7 +27,7 @@ def test_every_shipped_preset_validates_builds_and_runs_tiny(name):
     for m in preset.modalities:
         sets += [f"modalities.{m.name}.encoder.{k}={v}" for k, v in TINY_ENCODERS[m.encoder.name].items()]
     tiny = resolve_preset(name, sets)
-    shapes = {m.name: SHAPES[m.input.kind] for m in tiny.modalities}
+    shapes = {m.name: tiny_shape(m) for m in tiny.modalities}
     model = build_model(tiny, shapes, 5)
     assert model.modalities == preset.modality_names
     batch = {m: torch.randint(0, 255, (2, *shape), dtype=torch.uint8) for m, shape in shapes.items()}

@@ -1,7 +1,8 @@
 """Every `igm` command shown in README.md runs, offline, on the embedded data.
 
-Training commands get the tiny-branch overrides appended so the suite stays fast; the
-example run directory and preset file the README names are created first.
+Training commands get the tiny-branch overrides appended so the suite stays fast (and
+NVGesture prepares small, Farneback flow); the example run directory, preset file, raw
+downloads and public I3D files (tiny width, in the pytorch-i3d layout) are created first.
 """
 
 import json
@@ -13,13 +14,28 @@ import torch
 from typer.testing import CliRunner
 
 from igm_cli.cli import app
+from igm_cli.models.i3d import I3D
 from igm_cli.pipeline import train
 from igm_cli.presets import resolve_preset
 from tests.helpers import TINY_SETS, set_args
 from tests.raw_factories import make_crema_d, make_kinetics_sounds
+from tests.raw_nvgesture import make_nvgesture
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_RUN = "runs/mfeat-20261122-101500"
+NVGESTURE_PREPARE = ["--frames", "8", "--frame-size", "32", "--flow", "farneback"]
+NVGESTURE_SETS = ["stages.epochs=[1,1,1,1]", "data.batch_size=5"] + [
+    f"modalities.{m}.{key}"
+    for m in ("depth", "rgb", "flow")
+    for key in ("encoder.width_divisor=16", "encoder.pool_frames=1", "input.size=28", "input.window=6")
+]
+
+
+def make_public_i3d_files(folder: Path) -> None:
+    """rgb_imagenet.pt / flow_imagenet.pt: plain state dicts in the pytorch-i3d layout (width 1/16)."""
+    folder.mkdir(parents=True)
+    for name, channels in (("rgb_imagenet.pt", 3), ("flow_imagenet.pt", 2)):
+        torch.save(dict(I3D(channels, width_divisor=16).state_dict()), folder / name)
 
 
 def readme_commands() -> list[str]:
@@ -54,6 +70,8 @@ def test_every_readme_command_runs(tmp_path):
     make_interrupted_example_run(tmp_path)
     make_crema_d(tmp_path / "raw/CREMA-D")  # the raw downloads the prepare examples name
     make_kinetics_sounds(tmp_path / "raw/kinetics400")
+    make_nvgesture(tmp_path / "raw/nvGesture")
+    make_public_i3d_files(tmp_path / "raw/pytorch-i3d")
     commands = readme_commands()
     # the README pipes `presets show` into my-preset.yaml, which an earlier line uses
     show = next(c for c in commands if c.startswith("igm presets show") and ">" in c)
@@ -63,8 +81,12 @@ def test_every_readme_command_runs(tmp_path):
     Path(target.strip()).write_text(out.stdout)
     for command in commands:
         args = shlex.split(command.split(">")[0])[1:]
-        if args[0] == "train" and "--resume" not in args:
+        if args[0] == "train" and "nvgesture" in args:
+            args += set_args(NVGESTURE_SETS)  # keeps the converted weights (tiny width)
+        elif args[0] == "train" and "--resume" not in args:
             args += set_args(TINY_SETS)
+        if args[:2] == ["prepare", "nvgesture"] and "--verify" not in args:
+            args += NVGESTURE_PREPARE
         result = runner.invoke(app, args)
         if "cuda" in args and not torch.cuda.is_available():
             assert result.exit_code == 2 and "CUDA is not available" in result.stderr, command

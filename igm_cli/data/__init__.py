@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UsageError
-from . import crema_d, embedded, kinetics_sounds
+from . import crema_d, embedded, kinetics_sounds, nvgesture
 
-DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (embedded, crema_d, kinetics_sounds)}
+DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (embedded, crema_d, kinetics_sounds, nvgesture)}
 
 
 def get_dataset(name: str) -> ModuleType:

@@ -39,6 +39,8 @@ class PrepareOptions:
     split_file: Path | None = None
     speaker_independent: bool = False
     annotations: Path | None = None
+    lists: Path | None = None
+    flow: str | None = None
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -47,6 +49,7 @@ class PrepareOptions:
             ("--frames", self.frames, ">= 1", self.frames is None or self.frames >= 1),
             ("--fps", self.fps, "> 0", self.fps is None or self.fps > 0),
             ("--frame-size", self.frame_size, ">= 8", self.frame_size is None or self.frame_size >= 8),
+            ("--flow", self.flow, "tvl1 or farneback", self.flow in (None, "tvl1", "farneback")),
         ]
         bad = [f"{flag} must be {rule} (got {value})" for flag, value, rule, ok in checks if not ok]
         if bad:

@@ -8,11 +8,12 @@ skipped clips are squeezed out at the end, then the directory is published atomi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from itertools import islice
@@ -82,13 +83,14 @@ def run_pool(fn, arg_tuples: list[tuple], jobs: int) -> Iterator[tuple[int, Any]
                 future.cancel()
 
 
-def fingerprint(plan: dict[str, list[Clip]], preprocessing: dict[str, Any], source: Path) -> str:
+def fingerprint(plan: dict[str, list[Any]], preprocessing: dict[str, Any], source: Path) -> str:
     """Identifies a plan; a partial directory is resumed only by a run with the same one."""
     doc = {
         "source": str(Path(source).resolve()),
         "preprocessing": preprocessing,
-        "plan": {
-            s: [[c.id, c.label, str(c.audio), str(c.video)] for c in clips] for s, clips in plan.items()
+        "plan": {  # id, label, then every file of the clip (any clip dataclass)
+            s: [[c.id, c.label, *map(str, dataclasses.astuple(c)[2:])] for c in clips]
+            for s, clips in plan.items()
         },
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
@@ -96,8 +98,8 @@ def fingerprint(plan: dict[str, list[Clip]], preprocessing: dict[str, Any], sour
 
 def prepare_clips(
     out: Path,
-    plan: dict[str, list[Clip]],
-    spec: AVSpec,
+    plan: dict[str, list[Any]],
+    spec: Any,
     opts: PrepareOptions,
     *,
     dataset: str,
@@ -105,8 +107,14 @@ def prepare_clips(
     preprocessing: dict[str, Any],
     skipped: dict[str, list[str]],
     source: Path,
+    decode: Callable[[Any, Any], dict[str, np.ndarray] | tuple[str, str]] | None = None,
 ) -> Manifest:
-    """Decode every planned clip (resuming a matching partial directory), then publish `out`."""
+    """Decode every planned clip (resuming a matching partial directory), then publish `out`.
+
+    `spec` has `shapes()`; `decode(clip, spec)` (default decode_clip; a module-level
+    function: workers are spawned) returns the clip's arrays or (skip reason, detail).
+    Clips need `.id` and `.label`.
+    """
     out = Path(out)
     _refuse_if_strict(opts, skipped)
     staging = Staging.open(partial_dir(out), plan, spec.shapes(), fingerprint(plan, preprocessing, source))
@@ -117,7 +125,7 @@ def prepare_clips(
             f"{dataset}: {total} clips planned, {total - len(todo)} already done, "
             f"{len(todo)} to decode with {opts.jobs} job(s)"
         )
-        _fill(staging, todo, spec, opts)
+        _fill(staging, todo, spec, opts, decode or decode_clip)
         for reason, ids in staging.skipped().items():
             skipped.setdefault(reason, []).extend(ids)
         _refuse_if_strict(opts, skipped)
@@ -150,12 +158,14 @@ def _refuse_empty_splits(staging: Staging, skipped: dict[str, list[str]]) -> Non
         raise DataError(f"every clip of {' and '.join(empty)} was skipped ({counts})")
 
 
-def _fill(staging: Staging, todo: list[tuple[str, int, Clip]], spec: AVSpec, opts: PrepareOptions) -> None:
+def _fill(
+    staging: Staging, todo: list[tuple[str, int, Any]], spec: Any, opts: PrepareOptions, decode
+) -> None:
     """Decode the pending clips into the staging arrays, checkpointing every 10 s."""
     start = last = time.monotonic()
     try:
         args = [(clip, spec) for _, _, clip in todo]
-        for n, (i, result) in enumerate(run_pool(decode_clip, args, opts.jobs), start=1):
+        for n, (i, result) in enumerate(run_pool(decode, args, opts.jobs), start=1):
             split, row, clip = todo[i]
             if isinstance(result, dict):
                 staging.write(split, row, result)

@@ -28,6 +28,7 @@ REASONS = (
     "too few frames",
     "bad id",
     "not in source",
+    "window past end",
 )
 PENDING, DONE = 0, 1
 Shapes = dict[str, tuple[tuple[int, ...], str]]  # modality → (per-row shape, dtype)

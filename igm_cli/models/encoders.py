@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from igm_cli.preset_schema import EncoderSpec, MlpEncoder, ResNetEncoder
+from igm_cli.preset_schema import EncoderSpec, I3dEncoder, MlpEncoder, ResNetEncoder
 
 
 def build_mlp(spec: MlpEncoder, input_shape: list[int]) -> nn.Module:
@@ -63,9 +63,23 @@ def build_resnet(spec: ResNetEncoder, input_shape: list[int]) -> nn.Module:
     return ResNetFeatures(spec, channels)
 
 
+def build_i3d(spec: I3dEncoder, input_shape: list[int]) -> nn.Module:
+    """I3D on stored clips (T, C, H, W); converted public weights are loaded when `spec.weights` is set."""
+    from pathlib import Path
+
+    from .i3d import I3D
+    from .i3d_weights import load_i3d_weights
+
+    model = I3D(input_shape[1], spec.width_divisor, spec.pool_frames)
+    if spec.weights:
+        load_i3d_weights(model, Path(spec.weights).expanduser())
+    return model
+
+
 ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {
     "mlp": build_mlp,
     "resnet18": build_resnet,
+    "i3d": build_i3d,
 }
 
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from igm_cli.preset_schema import Preset
 
+from .clip_input import prepare_shared
 from .encoders import build_encoder
 from .heads import build_head
 from .inputs import VectorInput, build_input
@@ -52,8 +53,12 @@ class LateFusionModel(nn.Module):
         return [(f"head.{n}", m) for n, m in head.named_children() if isinstance(m, nn.Linear)]
 
     def prepare(self, inputs: dict[str, torch.Tensor], train: bool) -> dict[str, torch.Tensor]:
-        """Run every present modality's input pipeline (augmentation when `train`)."""
-        return {m: self.branches[m].prepare(x, train) for m, x in inputs.items() if m in self.branches}
+        """Run every present modality's input pipeline (augmentation when `train`).
+
+        Clip modalities on one grid share each sample's random window and crop (clip_input.py).
+        """
+        present = {m: x for m, x in inputs.items() if m in self.branches}
+        return prepare_shared({m: self.branches[m].inputs for m in present}, present, train)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-branch logits for every modality present in `inputs`."""

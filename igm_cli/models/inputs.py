@@ -40,8 +40,8 @@ class FramesInput(nn.Module):
     def __init__(self, spec: InputSpec):
         super().__init__()
         self.size, self.scale, self.flip = spec.size, spec.crop_scale, spec.flip
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
         """Crop/resize then normalise."""
@@ -86,4 +86,8 @@ def build_input(spec: InputSpec) -> nn.Module:
         return FramesInput(spec)
     if spec.kind == "spectrogram":
         return SpectrogramInput()
+    if spec.kind == "clip":
+        from .clip_input import ClipInput
+
+        return ClipInput(spec)
     return VectorInput()

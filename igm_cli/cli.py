@@ -128,7 +128,10 @@ def eval_(
 
 @app.command()
 def prepare(
-    dataset: Annotated[str, typer.Argument(help="Dataset: mfeat, crema-d, kinetics-sounds or nvgesture.")],
+    dataset: Annotated[
+        str,
+        typer.Argument(help="Dataset: mfeat, crema-d, kinetics-sounds, nvgesture, twitter2015 or sarcasm."),
+    ],
     source: Annotated[
         Path | None, typer.Option(help="The raw download (unused for the embedded dataset).")
     ] = None,
@@ -164,6 +167,24 @@ def prepare(
     flow: Annotated[
         str | None, typer.Option(help="nvgesture: optical flow, tvl1 (default) or farneback.")
     ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="twitter2015/sarcasm: the image folder (default: beside the text)")
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="twitter2015/sarcasm: tokenizer folder or hub id (bert-base-uncased).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="twitter2015/sarcasm: tokens per text, padded and truncated (64).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="twitter2015/sarcasm: stored image side (centre crop; 256)")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="twitter2015: $T$ becomes the target: substitute, mask or append.")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="sarcasm: valid/test label: human (default) or hashtag.")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Turn a raw dataset into the prepared format (manifest.json + memory-mappable .npy)."""
@@ -177,7 +198,8 @@ def prepare(
         options = PrepareOptions(
             jobs=jobs, strict=strict, frames=frames, fps=fps, frame_size=frame_size, seed=seed,
             split_file=split_file, speaker_independent=speaker_independent, annotations=annotations,
-            lists=lists, flow=flow, progress=console.info,
+            lists=lists, flow=flow, images=images, tokenizer=tokenizer, max_tokens=max_tokens,
+            image_size=image_size, target=target, label=label, progress=console.info,
         )  # fmt: skip
         return prepare_dataset(
             dataset, source=source, out=out or Path("data") / dataset, force=force, options=options

@@ -134,6 +134,7 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
         "stage",
         "trained",
         "T from",
+        "layer ← T of",
         "share of ‖∇W‖ removed by T",
         "trace(T)/d of new T",
         "SAM ε as realized",
@@ -150,8 +151,20 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
             if sam is None
             else f"{sam['moved_share']:.1%} of weights, ‖ε‖/‖θ‖ {sam['relative_size']:.1e}"
         )
-        table.add_row(str(s["stage"]), "+".join(s["active"]), str(s["source"]), removed, traces or "—", sam)
+        pairs = _pairs_cell(s.get("gm_pairs"))
+        table.add_row(
+            str(s["stage"]), "+".join(s["active"]), str(s["source"]), pairs, removed, traces or "—", sam
+        )
     console.print(table)
+
+
+def _pairs_cell(pairs: dict[str, str | None] | None) -> str:
+    """`head.1 ← text.head.0, …; none: head.0` (which layer got which modality's T)."""
+    if not pairs:
+        return "—"
+    got = ", ".join(f"{layer} ← {src}" for layer, src in pairs.items() if src)
+    none = ", ".join(layer for layer, src in pairs.items() if not src)
+    return "; ".join(part for part in (got, f"none: {none}" if none else "") if part)
 
 
 def eval_table(result: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from .data import get_dataset
 from .data.prepared import PreparedDataset
 from .engine.batches import SplitBatches
 from .engine.evaluate import evaluate_model
-from .engine.flat_projector import FlatProjector
+from .engine.flat_projector import FlatProjector, head_pairs
 from .engine.optim import build_optimizer, learning_rate
 from .engine.sam import SamStep
 from .engine.stages import StageSchedule
@@ -34,7 +34,7 @@ from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict,
 from .errors import CheckpointError, DataError, PresetError, UsageError
 from .models import LateFusionModel, build_model
 from .models.clip_input import clip_problems
-from .presets import Preset, preset_from_json, preset_to_yaml
+from .presets import Modality, Preset, preset_from_json, preset_to_yaml
 from .runs import append_jsonl, create_run_dir, find_resumable, write_text_atomic
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -76,12 +76,14 @@ def open_data(preset: Preset, data_dir: Path | None) -> PreparedDataset:
     return data
 
 
-STORED_RANK = {
+STORED_RANK = {  # per-sample array rank per input kind
     "vector": (1,),
     "spectrogram": (2,),
     "frames": (4,),
     "clip": (4,),
-}  # per-sample array rank per input kind
+    "tokens": (2,),
+    "image": (3,),
+}
 
 
 def check_compatible(preset: Preset, data: PreparedDataset) -> None:
@@ -108,6 +110,24 @@ def check_compatible(preset: Preset, data: PreparedDataset) -> None:
             problems = clip_problems(m.name, m.input, shape, getattr(m.encoder, "min_frames", None))
             if problems:
                 raise PresetError("; ".join(problems))
+        check_text_compatible(m, shape, manifest.preprocessing.get("text", {}))
+
+
+def check_text_compatible(m: Modality, shape: list[int], text: dict[str, Any]) -> None:
+    """Token length and vocabulary of a tokens modality against the manifest's tokenizer record."""
+    if m.input.kind != "tokens":
+        return
+    key = f"modalities.{m.name}"
+    if m.input.tokens is not None and m.input.tokens != shape[-1]:
+        raise PresetError(
+            f"{key}.input.tokens: preset expects {m.input.tokens} tokens, the data stores {shape[-1]} "
+            "(igm prepare --max-tokens)"
+        )
+    vocab = text.get("vocab_size")
+    if getattr(m.encoder, "weights", "") is None and vocab and vocab > m.encoder.vocab_size:
+        raise PresetError(
+            f"{key}.encoder.vocab_size: {m.encoder.vocab_size} < the data's tokenizer vocabulary ({vocab})"
+        )
 
 
 def model_info(preset: Preset, data: PreparedDataset, data_dir: Path | None) -> dict[str, Any]:
@@ -310,16 +330,19 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, proj
         },
         "val": best.extra.get("val", {}),
         "test": test_metrics,
-        "stages": _stage_summaries(records),
+        "stages": _stage_summaries(records, model, projector.enabled),
         "deviations": [],
         "steps": state.step,
         "epochs": state.epochs_done,
     }
 
 
-def _stage_summaries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stage records plus the mean of what SAM's ε really changed over the stage's epochs."""
-    stages = []
+def _stage_summaries(records: list[dict[str, Any]], model, gm: bool) -> list[dict[str, Any]]:
+    """Stage records plus the mean of what SAM's ε really changed over the stage's epochs.
+
+    `gm_pairs`: which head layer received which modality's T (null: none), when GM ran.
+    """
+    stages, trained = [], set()
     for record in (r for r in records if r["kind"] == "stage"):
         realized = [
             r["sam_realized"]
@@ -327,5 +350,9 @@ def _stage_summaries(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r["kind"] == "epoch" and r["stage"] == record["stage"] and r.get("sam_realized")
         ]
         sam = {k: sum(x[k] for x in realized) / len(realized) for k in realized[0]} if realized else None
-        stages.append({**record, "sam_realized": sam})
+        active, source = record["active"], record["source"]
+        has_T = gm and source in trained and len(active) == 1  # before the source's first stage T = I
+        pairs = head_pairs(model, active[0], source) if has_T else None
+        trained.update(active)
+        stages.append({**record, "sam_realized": sam, "gm_pairs": pairs})
     return stages

@@ -55,7 +55,7 @@ def _result(manifest: Manifest, out: Path, *, prepared: bool, seconds: float) ->
         "skipped": {reason: len(ids) for reason, ids in manifest.skipped.items()},
         "bytes": modality_bytes(manifest),
         "seconds": round(seconds, 2),
-    }
+    } | ({"counts": manifest.preprocessing["counts"]} if "counts" in manifest.preprocessing else {})
 
 
 def modality_bytes(manifest: Manifest) -> dict[str, int]:
@@ -71,6 +71,10 @@ def _describe(manifest: Manifest) -> str:
     sizes = ", ".join(f"{s} {info.size}" for s, info in manifest.splits.items())
     text = f"{len(manifest.classes)} classes, modalities {', '.join(manifest.modalities)}; {sizes}"
     text += "; size " + ", ".join(f"{m} {_human(n)}" for m, n in modality_bytes(manifest).items())
+    counts = manifest.preprocessing.get("counts", {})
+    filtered = {s: c["filtered"] for s, c in counts.items() if c.get("filtered")}
+    if filtered:
+        text += "; filtered out: " + ", ".join(f"{s} {n}" for s, n in filtered.items())
     if manifest.skipped:
         parts = ", ".join(
             f"{reason} {len(ids)} ({ids[0]}{', …' if len(ids) > 1 else ''})"

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DatasetName = Literal["mfeat", "crema-d", "kinetics-sounds", "nvgesture"]
+DatasetName = Literal["mfeat", "crema-d", "kinetics-sounds", "nvgesture", "twitter2015", "sarcasm"]
 MetricName = Literal["accuracy", "macro_f1", "map"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -98,15 +98,92 @@ class I3dEncoder(Section):
         return 8 * (self.pool_frames - 1) + 1
 
 
-EncoderSpec = Annotated[Union[MlpEncoder, ResNetEncoder, I3dEncoder], Field(discriminator="name")]  # noqa: UP007
+class BertEncoder(Section):
+    """BERT (transformers' BertModel) on stored token rows; the feature is the [CLS] hidden state.
+
+    `weights`: a local save_pretrained folder or a hub id (pretrained, as the paper's
+    bert-base-uncased), or null for random initialisation with the sizes below.
+    """
+
+    name: Literal["bert"] = "bert"
+    """Encoder registry key."""
+    weights: str | None = "bert-base-uncased"
+    """Pretrained weights: local folder or hub id; null = random init from the sizes below."""
+    hidden: Annotated[int, Field(gt=0)] = 768
+    """Hidden size = feature size d (must match the weights' config when weights are given)."""
+    layers: Annotated[int, Field(gt=0)] = 12
+    """Transformer layers (random init only)."""
+    heads: Annotated[int, Field(gt=0)] = 12
+    """Attention heads (random init only; must divide hidden)."""
+    intermediate: Annotated[int, Field(gt=0)] = 3072
+    """Feed-forward width (random init only)."""
+    vocab_size: Annotated[int, Field(gt=0)] = 30522
+    """Vocabulary size (random init only; at least the tokenizer's, checked against the manifest)."""
+    max_positions: Annotated[int, Field(gt=0)] = 512
+    """Position embeddings (random init only; at least the stored token length)."""
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> BertEncoder:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+    @property
+    def feature_dim(self) -> int:
+        """d, the size of z = φ(x)."""
+        return self.hidden
+
+
+class ResNet50Encoder(Section):
+    """A bottleneck ResNet (transformers' ResNet; ResNet-50 by default) on images.
+
+    feature `logits`: the ImageNet classifier is kept and its `classes` logits are the
+    feature, as the reference does (the image head then starts with Linear(1000, 768));
+    `pooled`: the pooled last-stage map (2048 for ResNet-50).
+    """
+
+    name: Literal["resnet50"] = "resnet50"
+    """Encoder registry key."""
+    weights: str | None = "microsoft/resnet-50"
+    """Pretrained ResNetForImageClassification: local folder or hub id; null = random init."""
+    feature: Literal["logits", "pooled"] = "logits"
+    """logits (reproduces the paper) or the pooled map."""
+    widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [256, 512, 1024, 2048]
+    """Output channels of each stage (random init only)."""
+    depths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [3, 4, 6, 3]
+    """Bottleneck blocks per stage (random init only)."""
+    embedding: Annotated[int, Field(gt=0)] = 64
+    """Stem channels (random init only)."""
+    classes: Annotated[int, Field(gt=0)] = 1000
+    """Classifier outputs, the feature size with feature=logits (ImageNet: 1000)."""
+
+    @model_validator(mode="after")
+    def _same_length(self) -> ResNet50Encoder:
+        if len(self.widths) != len(self.depths):
+            raise ValueError(f"widths and depths need the same length (got {self.widths}, {self.depths})")
+        return self
+
+    @property
+    def feature_dim(self) -> int:
+        """d, the size of z = φ(x)."""
+        return self.classes if self.feature == "logits" else self.widths[-1]
+
+
+EncoderSpec = Annotated[
+    Union[MlpEncoder, ResNetEncoder, I3dEncoder, BertEncoder, ResNet50Encoder],  # noqa: UP007
+    Field(discriminator="name"),
+]
 
 
 class InputSpec(Section):
     """How a batch of stored samples becomes the encoder's input (on the training device)."""
 
-    kind: Literal["vector", "spectrogram", "frames", "clip"] = "vector"
+    kind: Literal["vector", "spectrogram", "frames", "clip", "tokens", "image"] = "vector"
     """vector: as stored; spectrogram: (B,F,T) → (B,1,F,T); frames: uint8 (B,T,3,H,W) → normalised;
-    clip: uint8 (B,T,C,H,W) → a random window and crop (train) or all frames, centre crop (eval)."""
+    clip: uint8 (B,T,C,H,W) → a random window and crop (train) or all frames, centre crop (eval);
+    tokens: int (B,3,L) ids/mask/types straight to the encoder; image: uint8 (B,3,H,W) like one frame."""
+    tokens: Annotated[int, Field(gt=0)] | None = None
+    """tokens: the stored token length the preset expects (null: whatever the data has)."""
     size: Annotated[int, Field(gt=0)] = 224
     """frames: output side length (training crop and evaluation resize)."""
     crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] = (0.08, 1.0)
@@ -132,6 +209,8 @@ class Modality(Section):
     """Input pipeline (augmentation in training, deterministic in evaluation)."""
     encoder: EncoderSpec = MlpEncoder()
     """Encoder φ of this modality's branch."""
+    adapter: list[Annotated[int, Field(gt=0)]] = []
+    """Widths of Linear layers (no activation) between the feature and the head (image: [768])."""
 
 
 class Head(Section):

@@ -6,11 +6,19 @@ from igm_cli.errors import PresetError
 from igm_cli.models import build_model
 from igm_cli.presets import Preset, preset_to_yaml, resolve_preset, shipped_presets
 
-SHAPES = {"vector": [12], "spectrogram": [20, 16], "frames": [2, 3, 20, 20]}
+SHAPES = {
+    "vector": [12],
+    "spectrogram": [20, 16],
+    "frames": [2, 3, 20, 20],
+    "tokens": [3, 10],
+    "image": [3, 20, 20],
+}
 TINY_ENCODERS = {
     "mlp": {"hidden": [8], "dim": 6},
     "resnet18": {"widths": [4, 8], "depths": [1, 1], "embedding": 4},
     "i3d": {"weights": "", "width_divisor": 16, "pool_frames": 1},
+    "bert": {"weights": "null", "hidden": 8, "layers": 1, "heads": 2, "intermediate": 16, "vocab_size": 16},
+    "resnet50": {"weights": "null", "widths": "[4,8]", "depths": "[1,1]", "embedding": 4, "classes": 10},
 }
 
 
@@ -30,7 +38,8 @@ def test_every_shipped_preset_validates_builds_and_runs_tiny(name):
     shapes = {m.name: tiny_shape(m) for m in tiny.modalities}
     model = build_model(tiny, shapes, 5)
     assert model.modalities == preset.modality_names
-    batch = {m: torch.randint(0, 255, (2, *shape), dtype=torch.uint8) for m, shape in shapes.items()}
+    high = {m.name: 2 if m.input.kind == "tokens" else 255 for m in tiny.modalities}  # ids and mask in {0, 1}
+    batch = {m: torch.randint(0, high[m], (2, *shape), dtype=torch.uint8) for m, shape in shapes.items()}
     logits = model(model.prepare(batch, train=True))
     assert all(z.shape == (2, 5) for z in logits.values())
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UsageError
-from . import crema_d, embedded, kinetics_sounds, nvgesture
+from . import crema_d, embedded, kinetics_sounds, nvgesture, sarcasm, twitter2015
 
-DATASETS: dict[str, ModuleType] = {m.NAME: m for m in (embedded, crema_d, kinetics_sounds, nvgesture)}
+DATASETS: dict[str, ModuleType] = {
+    m.NAME: m for m in (embedded, crema_d, kinetics_sounds, nvgesture, twitter2015, sarcasm)
+}
 
 
 def get_dataset(name: str) -> ModuleType:

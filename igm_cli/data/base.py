@@ -16,6 +16,7 @@ from .manifest import Manifest
 
 # Options every dataset accepts; the others must be listed in the module's OPTIONS.
 GENERAL_OPTIONS = frozenset({"jobs", "strict", "progress"})
+TARGETS = ("substitute", "mask", "append")  # twitter2015: what becomes of the `$T$` placeholder
 
 
 class MediaError(Exception):
@@ -41,6 +42,13 @@ class PrepareOptions:
     annotations: Path | None = None
     lists: Path | None = None
     flow: str | None = None
+    # text–image datasets (twitter2015, sarcasm)
+    images: Path | None = None
+    tokenizer: str | None = None
+    max_tokens: int | None = None
+    image_size: int | None = None
+    target: str | None = None
+    label: str | None = None
     progress: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +58,10 @@ class PrepareOptions:
             ("--fps", self.fps, "> 0", self.fps is None or self.fps > 0),
             ("--frame-size", self.frame_size, ">= 8", self.frame_size is None or self.frame_size >= 8),
             ("--flow", self.flow, "tvl1 or farneback", self.flow in (None, "tvl1", "farneback")),
+            ("--max-tokens", self.max_tokens, ">= 4", self.max_tokens is None or self.max_tokens >= 4),
+            ("--image-size", self.image_size, ">= 16", self.image_size is None or self.image_size >= 16),
+            ("--target", self.target, "substitute, mask or append", self.target in (None, *TARGETS)),
+            ("--label", self.label, "human or hashtag", self.label in (None, "human", "hashtag")),
         ]
         bad = [f"{flag} must be {rule} (got {value})" for flag, value, rule, ok in checks if not ok]
         if bad:

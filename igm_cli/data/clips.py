@@ -116,7 +116,7 @@ def prepare_clips(
     Clips need `.id` and `.label`.
     """
     out = Path(out)
-    _refuse_if_strict(opts, skipped)
+    refuse_if_strict(opts, skipped)
     staging = Staging.open(partial_dir(out), plan, spec.shapes(), fingerprint(plan, preprocessing, source))
     with staging:
         todo = staging.pending()
@@ -125,11 +125,11 @@ def prepare_clips(
             f"{dataset}: {total} clips planned, {total - len(todo)} already done, "
             f"{len(todo)} to decode with {opts.jobs} job(s)"
         )
-        _fill(staging, todo, spec, opts, decode or decode_clip)
+        fill(staging, todo, spec, opts, decode)
         for reason, ids in staging.skipped().items():
             skipped.setdefault(reason, []).extend(ids)
-        _refuse_if_strict(opts, skipped)
-        _refuse_empty_splits(staging, skipped)
+        refuse_if_strict(opts, skipped)
+        refuse_empty_splits(staging.kept(), skipped)
         staging.finish()
         return finish_prepared(
             staging.root,
@@ -143,7 +143,8 @@ def prepare_clips(
         )
 
 
-def _refuse_if_strict(opts: PrepareOptions, skipped: dict[str, list[str]]) -> None:
+def refuse_if_strict(opts: PrepareOptions, skipped: dict[str, list[str]]) -> None:
+    """With --strict, any skipped item is a DataError naming the first."""
     problems = [(ids[0], reason, len(ids)) for reason, ids in skipped.items() if ids]
     if opts.strict and problems:
         first, reason, _ = problems[0]
@@ -151,21 +152,23 @@ def _refuse_if_strict(opts: PrepareOptions, skipped: dict[str, list[str]]) -> No
         raise DataError(f"{first}: {reason}" + (f" (and {more} more)" if more else "") + " (--strict)")
 
 
-def _refuse_empty_splits(staging: Staging, skipped: dict[str, list[str]]) -> None:
-    empty = [split for split, n in staging.kept().items() if n == 0]
+def refuse_empty_splits(kept: dict[str, int], skipped: dict[str, list[str]]) -> None:
+    """DataError when every item of a split was skipped (naming the reasons)."""
+    empty = [split for split, n in kept.items() if n == 0]
     if empty:
         counts = ", ".join(f"{reason} {len(ids)}" for reason, ids in skipped.items() if ids)
         raise DataError(f"every clip of {' and '.join(empty)} was skipped ({counts})")
 
 
-def _fill(
-    staging: Staging, todo: list[tuple[str, int, Any]], spec: Any, opts: PrepareOptions, decode
-) -> None:
-    """Decode the pending clips into the staging arrays, checkpointing every 10 s."""
+def fill(
+    staging: Staging, todo: list[tuple[str, int, Any]], spec: Any, opts: PrepareOptions,
+    decode=None, unit: str = "clips",
+) -> None:  # fmt: skip
+    """Decode pending items with `decode(item, spec)` into the staging arrays; checkpoint every 10 s."""
     start = last = time.monotonic()
     try:
         args = [(clip, spec) for _, _, clip in todo]
-        for n, (i, result) in enumerate(run_pool(decode, args, opts.jobs), start=1):
+        for n, (i, result) in enumerate(run_pool(decode or decode_clip, args, opts.jobs), start=1):
             split, row, clip = todo[i]
             if isinstance(result, dict):
                 staging.write(split, row, result)
@@ -176,6 +179,6 @@ def _fill(
             if time.monotonic() - last > 10 or n == len(todo):  # checkpoint and report every 10 s
                 last = time.monotonic()
                 staging.checkpoint()
-                opts.say(f"  {n}/{len(todo)} clips, {n / max(last - start, 1e-9):.1f} clips/s")
+                opts.say(f"  {n}/{len(todo)} {unit}, {n / max(last - start, 1e-9):.1f} {unit}/s")
     finally:
         staging.checkpoint()

@@ -57,9 +57,17 @@ class Manifest(BaseModel):
     skipped: dict[str, list[str]] = {}  # reason → ids of the raw clips left out
 
 
+ROWS_SUFFIX = ".rows"  # <split>/<m>.rows.npy: sample → row of <m>.npy, when samples share items
+
+
 def array_path(root: Path, split: str, name: str) -> Path:
     """Where the array of `name` (a modality or 'labels') of `split` lives."""
     return root / split / f"{name}.npy"
+
+
+def rows_path(root: Path, split: str, name: str) -> Path:
+    """The sample → row index of a modality whose rows are shared (e.g. tweets sharing an image)."""
+    return root / split / f"{name}{ROWS_SUFFIX}.npy"
 
 
 def sha256_file(path: Path) -> str:
@@ -71,8 +79,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def library_versions(media: bool = False) -> dict[str, str]:
-    """Versions recorded in manifests and checkpoints (with `media`: the decoders too)."""
+def library_versions(media: bool = False, libraries: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions recorded in manifests and checkpoints (with `media`: the decoders too; plus `libraries`)."""
     import sklearn
     import torch
 
@@ -97,7 +105,9 @@ def library_versions(media: bool = False) -> dict[str, str]:
             "av": av.__version__,
             "ffmpeg": str(getattr(av, "ffmpeg_version_info", "unknown")),
         }
-    return versions
+    from importlib.metadata import version
+
+    return versions | {name: version(name) for name in libraries}
 
 
 def partial_dir(out: Path) -> Path:
@@ -137,13 +147,14 @@ def finish_prepared(
     source: str = "",
     skipped: dict[str, list[str]] | None = None,
     media: bool = False,
+    libraries: tuple[str, ...] = (),
 ) -> Manifest:
     """Describe and checksum every file of the complete directory `tmp`, write the manifest, rename."""
     checksums, modalities, splits = {}, {}, {}
     for split in [s for s in SPLITS if (tmp / s).is_dir()]:
         for path in sorted((tmp / split).iterdir()):
             checksums[f"{split}/{path.name}"] = sha256_file(path)
-            if path.suffix == ".npy" and path.stem != "labels":
+            if path.suffix == ".npy" and path.stem != "labels" and not path.stem.endswith(ROWS_SUFFIX):
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
                 modalities[path.stem] = ModalityInfo(shape=list(array.shape[1:]), dtype=str(array.dtype))
         labels = np.load(array_path(tmp, split, "labels"), allow_pickle=False)
@@ -155,7 +166,7 @@ def finish_prepared(
         modalities=modalities,
         splits=splits,
         preprocessing=preprocessing,
-        versions=library_versions(media),
+        versions=library_versions(media, libraries),
         checksums=checksums,
         source=source,
         skipped=skipped or {},
@@ -205,8 +216,22 @@ def verify_prepared(root: Path, dataset: str | None = None) -> list[str]:
     for split, info in manifest.splits.items():
         for name, want in [("labels", None), *manifest.modalities.items()]:
             rel = f"{split}/{name}.npy"
-            problems += _array_problems(array_path(root, split, name), rel, info.size, want)
+            indexed = f"{split}/{name}{ROWS_SUFFIX}.npy" in manifest.checksums
+            rows = _indexed_rows(root, split, name) if indexed else info.size
+            problems += _array_problems(array_path(root, split, name), rel, rows, want)
+            if indexed:
+                rel_rows = f"{split}/{name}{ROWS_SUFFIX}.npy"
+                problems += _array_problems(rows_path(root, split, name), rel_rows, info.size, None)
     return list(dict.fromkeys(problems))  # a missing file is reported once
+
+
+def _indexed_rows(root: Path, split: str, name: str) -> int:
+    """Rows the shared array of `name` must have: one past the largest index (0 if unreadable)."""
+    try:
+        index = np.load(rows_path(root, split, name), mmap_mode="r", allow_pickle=False)
+        return int(index.max()) + 1 if len(index) else 0
+    except (ValueError, OSError):
+        return 0  # the index itself is then reported as unreadable
 
 
 def _array_problems(path: Path, rel: str, rows: int, want: ModalityInfo | None) -> list[str]:

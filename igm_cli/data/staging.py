@@ -29,6 +29,9 @@ REASONS = (
     "bad id",
     "not in source",
     "window past end",
+    "missing image",
+    "corrupt image",
+    "unparsable line",
 )
 PENDING, DONE = 0, 1
 Shapes = dict[str, tuple[tuple[int, ...], str]]  # modality → (per-row shape, dtype)

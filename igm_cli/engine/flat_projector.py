@@ -74,11 +74,13 @@ class FlatProjector:
         self._active = []
         if not self.enabled or source is None or source not in self.T:
             return []
-        mine = model.head_linears(active)[::-1]
-        theirs = list(self.T[source].items())[::-1]
-        for (name, linear), (_, T) in zip(mine, theirs, strict=False):
-            if T.shape[0] != linear.in_features:
+        mine = model.head_linears(active)
+        pairs = pair_layers([(n, lin.in_features) for n, lin in mine],
+                            [(n, T.shape[0]) for n, T in self.T[source].items()])  # fmt: skip
+        for name, linear in mine[::-1]:
+            if pairs[name] is None:
                 continue
+            T = self.T[source][pairs[name]]
             weight = linear.weight
             zero = torch.zeros((), device=weight.device, dtype=torch.float64)
             T_w = T.to(device=weight.device, dtype=weight.dtype)
@@ -146,6 +148,27 @@ class FlatProjector:
         for table in (self.T, self.cov):
             for modality, layers in table.items():
                 table[modality] = dict(sorted(layers.items(), key=lambda kv: _layer_index(kv[0])))
+
+
+def pair_layers(mine: list[tuple[str, int]], theirs: list[tuple[str, int]]) -> dict[str, str | None]:
+    """Active head layer → the source layer whose T acts on it, or None (paper §3.2, last paragraph).
+
+    Both heads are (name, input size) in forward order; they are aligned from the classifier
+    backwards and a pair is made only where the input sizes agree, so an extra first layer
+    (the image head's Linear(1000, 768)) receives no T.
+    """
+    pairs: dict[str, str | None] = {name: None for name, _ in mine}
+    for (name, size), (theirs_name, their_size) in zip(mine[::-1], theirs[::-1], strict=False):
+        if size == their_size:
+            pairs[name] = theirs_name
+    return pairs
+
+
+def head_pairs(model: LateFusionModel, active: str, source: str) -> dict[str, str | None]:
+    """pair_layers for two branches of a model: `active` layer → `<source>.<layer>` or None."""
+    sizes = {m: [(n, lin.in_features) for n, lin in model.head_linears(m)] for m in (active, source)}
+    pairs = pair_layers(sizes[active], sizes[source])
+    return {name: (f"{source}.{theirs}" if theirs else None) for name, theirs in pairs.items()}
 
 
 def _layer_index(layer: str) -> int:

@@ -13,6 +13,8 @@ from torch import nn
 
 from igm_cli.preset_schema import EncoderSpec, I3dEncoder, MlpEncoder, ResNetEncoder
 
+from .text_image import build_bert, build_resnet50
+
 
 def build_mlp(spec: MlpEncoder, input_shape: list[int]) -> nn.Module:
     """Flatten → [Linear → BatchNorm → ReLU]* → Dropout → Linear(…, dim)."""
@@ -80,6 +82,8 @@ ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {
     "mlp": build_mlp,
     "resnet18": build_resnet,
     "i3d": build_i3d,
+    "bert": build_bert,
+    "resnet50": build_resnet50,
 }
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from igm_cli.preset_schema import Preset
+from igm_cli.errors import DataError
+from igm_cli.preset_schema import Modality, Preset
 
 from .clip_input import prepare_shared
 from .encoders import build_encoder
 from .heads import build_head
 from .inputs import VectorInput, build_input
+from .text_image import WeightsUnavailable
 
 
 class Branch(nn.Module):
@@ -69,10 +71,22 @@ def build_model(preset: Preset, input_shapes: dict[str, list[int]], num_classes:
     """Build the model a preset describes, for the given per-modality input shapes."""
     branches = {
         m.name: Branch(
-            build_encoder(m.encoder, input_shapes[m.name]),
-            build_head(m.encoder.feature_dim, preset.head.widths, num_classes),
+            _encoder(m, input_shapes[m.name]),
+            build_head(m.encoder.feature_dim, preset.head.widths, num_classes, m.adapter),
             build_input(m.input),
         )
         for m in preset.modalities
     }
     return LateFusionModel(branches)
+
+
+def _encoder(modality: Modality, input_shape: list[int]) -> nn.Module:
+    """The modality's encoder; unloadable pretrained weights are a one-line DataError naming the key."""
+    try:
+        return build_encoder(modality.encoder, input_shape)
+    except WeightsUnavailable as e:
+        key = f"modalities.{modality.name}.encoder.weights"
+        raise DataError(
+            f"{key}={e.weights}: cannot load these weights ({e.detail}); offline, a hub id needs a local "
+            f"copy: give a save_pretrained folder with --set {key}=PATH (or null for random init)"
+        ) from None

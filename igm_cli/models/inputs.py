@@ -80,10 +80,37 @@ def random_crop_affine(
     return theta
 
 
+class ImageInput(nn.Module):
+    """uint8 images (B, 3, H, W) → normalised (B, 3, S, S): a one-frame FramesInput.
+
+    Training: random resized crop (area in `crop_scale`) + flip; evaluation: resize.
+    """
+
+    def __init__(self, spec: InputSpec):
+        super().__init__()
+        self.frames = FramesInput(spec)
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """(B, 3, H, W) → (B, 3, S, S)."""
+        return self.frames(x.unsqueeze(1), train).squeeze(1)
+
+
+class TokensInput(nn.Module):
+    """Stored token rows (B, 3, L) (ids, mask, types) go to the encoder as int64."""
+
+    def forward(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """(B, 3, L) → (B, 3, L) long."""
+        return x.long()
+
+
 def build_input(spec: InputSpec) -> nn.Module:
     """The pipeline a modality's `input.kind` names."""
     if spec.kind == "frames":
         return FramesInput(spec)
+    if spec.kind == "image":
+        return ImageInput(spec)
+    if spec.kind == "tokens":
+        return TokensInput()
     if spec.kind == "spectrogram":
         return SpectrogramInput()
     if spec.kind == "clip":

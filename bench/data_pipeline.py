@@ -15,7 +15,18 @@ Writes synthetic CREMA-D clips in the real layout into a temp dir (16 kHz mono w
   the wav, tile, STFT, log; decode the FLV at 1 fps and resize a frame to 224×224;
 - ratio = reader / on the fly (target ≥ 10×).
 
-    python bench/data_pipeline.py [--clips 60] [--json]
+Text–image (`--posts`): a synthetic Twitter2015 in the real layout (TomBERT TSVs, two
+targets per image, textured 500×375 JPEGs) prepared with `igm prepare twitter2015` and a
+WordPiece tokenizer trained offline (bert-base-uncased cannot be downloaded here), then:
+
+- reader: samples/s of shuffled batches of 12 (text + image) through SplitBatches and
+  straight from the memory-mapped arrays (image rows gathered through image.rows.npy);
+- on the fly: what the reference loaders do per sample every epoch — clean the text,
+  tokenize it, open and decode the JPEG with Pillow, resize it to 224×224 (bicubic) and
+  convert it to a tensor;
+- ratio = reader / on the fly.
+
+    python bench/data_pipeline.py [--clips 60] [--posts 120] [--only av|text-image] [--json]
 """
 
 from __future__ import annotations
@@ -102,16 +113,116 @@ def on_the_fly_rate(raw: Path, ids: list[str]) -> float:
     return len(ids) / (time.perf_counter() - start)
 
 
+def text_image_rates(posts: int) -> dict:
+    """Prepared text–image reader vs tokenizing + decoding + resizing every sample, in one run."""
+    import torch
+    from PIL import Image
+    from transformers import AutoTokenizer
+
+    from igm_cli.data.twitter2015 import clean
+    from igm_cli.engine.batches import SplitBatches
+    from tests.text_image_factories import make_tokenizer, make_twitter2015
+
+    with tempfile.TemporaryDirectory() as tmp:
+        per = max(1, posts // 3)
+        raw = make_twitter2015(Path(tmp) / "raw", per_split=(("train", per), ("val", per), ("test", per)))
+        _texture_images(raw.images)
+        tok_dir = make_tokenizer(Path(tmp) / "tok")
+        opts = PrepareOptions(tokenizer=str(tok_dir))
+        start = time.perf_counter()
+        result = prepare_dataset("twitter2015", source=raw.root, out=Path(tmp) / "prepared", options=opts)
+        prepare_s = time.perf_counter() - start
+        split = PreparedDataset.open(Path(tmp) / "prepared").split("train")
+        batches = SplitBatches(split, ["text", "image"], torch.device("cpu"))
+
+        def from_batches(index):
+            inputs, _ = batches.take(index)
+            return inputs["text"], inputs["image"]
+
+        def from_memmap(index):
+            rows = np.sort(index.numpy())
+            return (torch.from_numpy(np.asarray(split.inputs["text"][rows])),
+                    torch.from_numpy(np.asarray(split.inputs["image"][rows])))  # fmt: skip
+
+        tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        rows = [line.split("\t") for line in (raw.root / "train.tsv").read_text().splitlines()[1:]]
+        rows = [r for r in rows if len(r) == 5 and (raw.images / r[2]).is_file() and r[2] != raw.corrupt]
+
+        def on_the_fly() -> float:
+            start, n = time.perf_counter(), 0
+            while time.perf_counter() - start < 2.0:
+                for r in rows:
+                    ids = tokenizer(clean(r[3].replace("$T$", r[4])), padding="longest")["input_ids"]
+                    with Image.open(raw.images / r[2]) as img:
+                        img = img.convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
+                    pixels = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float().div(255)
+                    assert len(ids) > 2 and pixels.shape == (3, 224, 224)
+                    n += 1
+            return n / (time.perf_counter() - start)
+
+        rates = {
+            "reader_split_batches": reader_rate(from_batches, len(split)),
+            "reader_memmap": reader_rate(from_memmap, len(split)),
+            "on_the_fly": on_the_fly(),
+        }
+    return {
+        "posts": sum(result["splits"].values()),
+        "prepare_seconds": round(prepare_s, 2),
+        "samples_per_s": {k: round(v, 1) for k, v in rates.items()},
+        "ratio_split_batches": round(rates["reader_split_batches"] / rates["on_the_fly"], 1),
+        "ratio_memmap": round(rates["reader_memmap"] / rates["on_the_fly"], 1),
+        "tokenizer": "a WordPiece tokenizer trained offline on the fixture text (not bert-base-uncased)",
+    }
+
+
+def _texture_images(folder: Path) -> None:
+    """Replace the flat fixture images by textured 500×375 JPEGs, the size of typical tweet photos."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for path in sorted(folder.glob("*.jpg")):
+        try:
+            Image.open(path).verify()
+        except Exception:
+            continue  # the deliberately corrupt file stays corrupt
+        pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path, format="JPEG", quality=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--posts", type=int, default=120, help="text–image posts (a third per split)")
+    parser.add_argument("--only", choices=["av", "text-image"], help="run one of the two parts")
     parser.add_argument("--json", action="store_true", help="only the JSON document")
     args = parser.parse_args()
     import torch
 
+    torch.set_num_threads(1)
+    doc = {} if args.only == "text-image" else av_rates(args)
+    if args.only != "av":
+        doc["text_image"] = text_image_rates(args.posts)
+        if not args.json:
+            ti = doc["text_image"]
+            for key, label in (("reader_split_batches", "SplitBatches"), ("reader_memmap", "memmap")):
+                print(
+                    f"text–image reader ({label}) {ti['samples_per_s'][key]:10.1f} samples/s", file=sys.stderr
+                )
+            print(
+                f"text–image on the fly      {ti['samples_per_s']['on_the_fly']:10.1f} samples/s",
+                file=sys.stderr,
+            )
+            print(f"text–image prepared reader / on the fly: {ti['ratio_split_batches']}×", file=sys.stderr)
+    doc |= {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(doc, indent=2))
+
+
+def av_rates(args) -> dict:
+    """The audio–video part (CREMA-D clips)."""
+    import torch
+
     from igm_cli.engine.batches import SplitBatches
 
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "CREMA-D"
         ids = make_raw(raw, args.clips)
@@ -146,8 +257,6 @@ def main() -> None:
         "steady_speedup_jobs2": round(
             decoding[1]["steady_clips_per_s"] / decoding[0]["steady_clips_per_s"], 2
         ),
-        "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine skews the timings
     }
     if not args.json:
         print(f"reader (SplitBatches) {rates['reader_split_batches']:10.1f} samples/s", file=sys.stderr)
@@ -168,7 +277,7 @@ def main() -> None:
             f"steady decoding {doc['steady_speedup_jobs2']}× (worker start-up not included)",
             file=sys.stderr,
         )
-    print(json.dumps(doc, indent=2))
+    return doc
 
 
 if __name__ == "__main__":

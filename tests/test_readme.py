@@ -20,6 +20,8 @@ from igm_cli.presets import resolve_preset
 from tests.helpers import TINY_SETS, set_args
 from tests.raw_factories import make_crema_d, make_kinetics_sounds
 from tests.raw_nvgesture import make_nvgesture
+from tests.text_image_factories import make_sarcasm, make_tokenizer, make_twitter2015
+from tests.text_image_helpers import save_tiny_weights, tiny_text_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_RUN = "runs/mfeat-20261122-101500"
@@ -72,6 +74,10 @@ def test_every_readme_command_runs(tmp_path):
     make_kinetics_sounds(tmp_path / "raw/kinetics400")
     make_nvgesture(tmp_path / "raw/nvGesture")
     make_public_i3d_files(tmp_path / "raw/pytorch-i3d")
+    make_twitter2015(tmp_path / "raw/twitter2015")
+    make_sarcasm(tmp_path / "raw/sarcasm")
+    save_tiny_weights(tmp_path / "models/bert-base-uncased", tmp_path / "models/resnet-50")  # local copies
+    make_tokenizer(tmp_path / "models/bert-base-uncased")
     commands = readme_commands()
     # the README pipes `presets show` into my-preset.yaml, which an earlier line uses
     show = next(c for c in commands if c.startswith("igm presets show") and ">" in c)
@@ -83,6 +89,8 @@ def test_every_readme_command_runs(tmp_path):
         args = shlex.split(command.split(">")[0])[1:]
         if args[0] == "train" and "nvgesture" in args:
             args += set_args(NVGESTURE_SETS)  # keeps the converted weights (tiny width)
+        elif args[0] == "train" and {"twitter2015", "sarcasm"} & set(args):  # tiny sizes of the local weights
+            args += set_args(tiny_text_image(max_tokens=64, weights=True))
         elif args[0] == "train" and "--resume" not in args:
             args += set_args(TINY_SETS)
         if args[:2] == ["prepare", "nvgesture"] and "--verify" not in args:

@@ -9,6 +9,11 @@ TINY_BERT = {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "vocab_s
 TINY_RESNET50 = {"widths": [8, 16], "depths": [1, 1], "embedding": 4, "classes": 20}
 
 
+def _compact(value) -> str:
+    """JSON without spaces, so a --set value survives a shell's word splitting."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def tiny_text_image(max_tokens: int = 12, weights: bool = False) -> list[str]:
     """--set overrides: 1-epoch stages, tiny BERT and bottleneck ResNet (random init unless `weights`)."""
     sets = [
@@ -19,8 +24,8 @@ def tiny_text_image(max_tokens: int = 12, weights: bool = False) -> list[str]:
         "head.widths=[8,4]",
         "data.batch_size=4",
     ]
-    sets += [f"modalities.text.encoder.{k}={json.dumps(v)}" for k, v in TINY_BERT.items()]
-    sets += [f"modalities.image.encoder.{k}={json.dumps(v)}" for k, v in TINY_RESNET50.items()]
+    sets += [f"modalities.text.encoder.{k}={_compact(v)}" for k, v in TINY_BERT.items()]
+    sets += [f"modalities.image.encoder.{k}={_compact(v)}" for k, v in TINY_RESNET50.items()]
     if not weights:
         sets += ["modalities.text.encoder.weights=null", "modalities.image.encoder.weights=null"]
     return sets

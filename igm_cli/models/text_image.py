@@ -26,6 +26,9 @@ class WeightsUnavailable(Exception):
 
 def from_pretrained(cls: Any, weights: str, **kwargs: Any) -> Any:
     """cls.from_pretrained, turning transformers' load failures into WeightsUnavailable."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # stderr carries igm's own progress and one-line errors
     try:
         return cls.from_pretrained(weights, **kwargs)
     except (OSError, ValueError) as e:

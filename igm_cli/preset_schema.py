@@ -169,8 +169,42 @@ class ResNet50Encoder(Section):
         return self.classes if self.feature == "logits" else self.widths[-1]
 
 
+class ClipEncoder(Section):
+    """A CLIP tower via transformers (Figure 5b): `clip-text` on token rows, `clip-vision` on images.
+
+    The feature is the tower's pooled output: the final hidden state of the last real token
+    (CLIP's end-of-text token) for text, the layer-normed class token for images.
+    """
+
+    name: Literal["clip-text", "clip-vision"] = "clip-text"
+    """Encoder registry key."""
+    weights: str | None = "openai/clip-vit-base-patch32"
+    """Pretrained CLIP (full model or one tower): local folder or hub id; null = random init."""
+    hidden: Annotated[int, Field(gt=0)] = 512
+    """Hidden size = feature size d (ViT-B/32: text 512, vision 768)."""
+    layers: Annotated[int, Field(gt=0)] = 12
+    """Transformer layers (random init only)."""
+    heads: Annotated[int, Field(gt=0)] = 8
+    """Attention heads (random init only)."""
+    intermediate: Annotated[int, Field(gt=0)] = 2048
+    """Feed-forward width (random init only)."""
+    vocab_size: Annotated[int, Field(gt=0)] = 49408
+    """clip-text: vocabulary size (random init only)."""
+    max_positions: Annotated[int, Field(gt=0)] = 77
+    """clip-text: position embeddings (random init only; CLIP's 77 limits --max-tokens)."""
+    patch: Annotated[int, Field(gt=0)] = 32
+    """clip-vision: patch size (random init only)."""
+    image_size: Annotated[int, Field(gt=0)] = 224
+    """clip-vision: image side of the position embeddings (other sizes are interpolated)."""
+
+    @property
+    def feature_dim(self) -> int:
+        """d, the size of z = φ(x)."""
+        return self.hidden
+
+
 EncoderSpec = Annotated[
-    Union[MlpEncoder, ResNetEncoder, I3dEncoder, BertEncoder, ResNet50Encoder],  # noqa: UP007
+    Union[MlpEncoder, ResNetEncoder, I3dEncoder, BertEncoder, ResNet50Encoder, ClipEncoder],  # noqa: UP007
     Field(discriminator="name"),
 ]
 

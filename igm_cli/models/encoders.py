@@ -13,6 +13,7 @@ from torch import nn
 
 from igm_cli.preset_schema import EncoderSpec, I3dEncoder, MlpEncoder, ResNetEncoder
 
+from .clip import build_clip_text, build_clip_vision
 from .text_image import build_bert, build_resnet50
 
 
@@ -84,6 +85,8 @@ ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {
     "i3d": build_i3d,
     "bert": build_bert,
     "resnet50": build_resnet50,
+    "clip-text": build_clip_text,
+    "clip-vision": build_clip_vision,
 }
 
 

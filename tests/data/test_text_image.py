@@ -254,3 +254,14 @@ def test_an_interrupted_prepare_resumes_the_decoded_images(tmp_path, tokenizer_d
     prepare_dataset("sarcasm", source=raw.root, out=tmp_path / "out", options=opts)
     assert len(calls) == len(set(calls))  # nothing decoded twice
     assert PreparedDataset.open(tmp_path / "out").split("train").labels.shape == (8,)
+
+
+def test_two_jobs_give_the_same_arrays(sarcasm, tmp_path, tokenizer_dir):
+    raw, out, _ = sarcasm
+    opts = PrepareOptions(jobs=2, tokenizer=str(tokenizer_dir), max_tokens=MAX_TOKENS, image_size=SIZE)
+    prepare_dataset("sarcasm", source=raw.root, out=tmp_path / "j2", options=opts)
+    for split in ("train", "val", "test"):
+        for name in ("image", "image.rows", "text", "labels"):
+            assert np.array_equal(
+                np.load(out / split / f"{name}.npy"), np.load(tmp_path / "j2" / split / f"{name}.npy")
+            )

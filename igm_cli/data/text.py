@@ -95,8 +95,9 @@ def tokenize(tokenizer: Any, texts: list[str], pairs: list[str] | None, max_toke
 
 def tokenizer_record(tokenizer: Any, spec: TextSpec) -> dict[str, Any]:
     """The tokenizer facts written into the manifest."""
+    local = Path(spec.tokenizer).expanduser()
     return {
-        "tokenizer": spec.tokenizer,
+        "tokenizer": str(local.resolve()) if local.exists() else spec.tokenizer,  # a folder: its full path
         "tokenizer_class": type(tokenizer).__name__,
         "vocab_size": len(tokenizer.get_vocab()),
         "vocab_sha256": vocabulary_hash(tokenizer),

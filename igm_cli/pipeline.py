@@ -34,6 +34,7 @@ from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict,
 from .errors import CheckpointError, DataError, PresetError, UsageError
 from .models import LateFusionModel, build_model
 from .models.clip_input import clip_problems
+from .models.fusion_model import encoder_configs
 from .presets import Modality, Preset, preset_from_json, preset_to_yaml
 from .runs import append_jsonl, create_run_dir, find_resumable, write_text_atomic
 
@@ -151,7 +152,8 @@ def build_for(preset: Preset, info: dict[str, Any], device: torch.device) -> Lat
     torch.manual_seed(preset.seed)
     keep = trained_modalities(preset)
     spec = preset.model_copy(update={"modalities": [m for m in preset.modalities if m.name in keep]})
-    return build_model(spec, info["input_shapes"], len(info["classes"])).to(device)
+    model = build_model(spec, info["input_shapes"], len(info["classes"]), info.get("encoder_configs"))
+    return model.to(device)
 
 
 # ---------------------------------------------------------------- checkpoint sink
@@ -223,6 +225,7 @@ def train(
     data = open_data(preset, data_dir)
     info = model_info(preset, data, data_dir)
     model = build_for(preset, info, torch_device)
+    info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
     projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
     run_dir = resumed.path.parent if resumed else create_run_dir(runs_dir, preset.name)
     if resumed is None:

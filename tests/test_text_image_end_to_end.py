@@ -64,3 +64,24 @@ def test_the_stage_table_lists_which_layer_got_which_T():
     cell = _pairs_cell(IMAGE_PAIRS)
     assert cell == "head.1 ← text.head.0, head.3 ← text.head.2, head.4 ← text.head.3; none: head.0"
     assert _pairs_cell(None) == "—"
+
+
+def test_a_checkpoint_of_pretrained_encoders_is_evaluated_without_their_folders(tmp_path):
+    import shutil
+
+    from tests.text_image_helpers import save_tiny_weights
+
+    make_tokenizer(tmp_path / "tok")
+    source = make_sarcasm(tmp_path / "raw").root
+    run_json(
+        "prepare", "sarcasm", "--source", str(source), "--tokenizer", "tok", "--max-tokens", "12", "--json"
+    )
+    save_tiny_weights(tmp_path / "bert", tmp_path / "resnet")
+    sets = [*tiny_text_image(12, weights=True), "modalities.text.encoder.weights=bert",
+            "modalities.image.encoder.weights=resnet"]  # fmt: skip
+    results = run_json("train", "--preset", "sarcasm", "--json", *set_args(sets))
+    shutil.rmtree(tmp_path / "bert")
+    shutil.rmtree(
+        tmp_path / "resnet"
+    )  # the checkpoint alone: configs in its metadata, weights in its tensors
+    assert run_json("eval", results["checkpoint"], "--json")["metrics"] == results["test"]

@@ -12,17 +12,19 @@ from torch import nn
 from igm_cli.errors import PresetError
 from igm_cli.preset_schema import ClipEncoder
 
-from .text_image import from_pretrained
+from .text_image import HfConfigured, from_pretrained
 
 
-class ClipTextFeatures(nn.Module):
+class ClipTextFeatures(HfConfigured, nn.Module):
     """Token rows (B, 3, L) → final hidden state of the last real token (B, hidden)."""
 
-    def __init__(self, spec: ClipEncoder):
+    def __init__(self, spec: ClipEncoder, config: dict | None = None):
         super().__init__()
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        if spec.weights:
+        if config is not None:
+            self.net = CLIPTextModel(CLIPTextConfig.from_dict(config))
+        elif spec.weights:
             self.net = from_pretrained(CLIPTextModel, spec.weights)
         else:
             config = CLIPTextConfig(
@@ -42,14 +44,16 @@ class ClipTextFeatures(nn.Module):
         return hidden[torch.arange(len(x), device=x.device), last]
 
 
-class ClipVisionFeatures(nn.Module):
+class ClipVisionFeatures(HfConfigured, nn.Module):
     """Images (B, 3, H, W) → the pooled class token (B, hidden); other sizes interpolate positions."""
 
-    def __init__(self, spec: ClipEncoder):
+    def __init__(self, spec: ClipEncoder, config: dict | None = None):
         super().__init__()
         from transformers import CLIPVisionConfig, CLIPVisionModel
 
-        if spec.weights:
+        if config is not None:
+            self.net = CLIPVisionModel(CLIPVisionConfig.from_dict(config))
+        elif spec.weights:
             self.net = from_pretrained(CLIPVisionModel, spec.weights)
         else:
             config = CLIPVisionConfig(
@@ -69,13 +73,13 @@ def _check_hidden(found: int, spec: ClipEncoder) -> None:
         raise PresetError(f"encoder.hidden: {spec.hidden}, but {spec.weights} has hidden size {found}")
 
 
-def build_clip_text(spec: ClipEncoder, input_shape: list[int]) -> nn.Module:
+def build_clip_text(spec: ClipEncoder, input_shape: list[int], config: dict | None = None) -> nn.Module:
     """CLIP's text tower on stored (3, L) token rows."""
     if spec.weights is None and input_shape[-1] > spec.max_positions:
         raise PresetError(f"encoder.max_positions: {spec.max_positions} < {input_shape[-1]} stored tokens")
-    return ClipTextFeatures(spec)
+    return ClipTextFeatures(spec, config)
 
 
-def build_clip_vision(spec: ClipEncoder, input_shape: list[int]) -> nn.Module:
+def build_clip_vision(spec: ClipEncoder, input_shape: list[int], config: dict | None = None) -> nn.Module:
     """CLIP's vision tower on (3, S, S) images."""
-    return ClipVisionFeatures(spec)
+    return ClipVisionFeatures(spec, config)

@@ -90,6 +90,8 @@ ENCODERS: dict[str, Callable[[EncoderSpec, list[int]], nn.Module]] = {
 }
 
 
-def build_encoder(spec: EncoderSpec, input_shape: list[int]) -> nn.Module:
-    """Build the encoder registered under `spec.name`."""
+def build_encoder(spec: EncoderSpec, input_shape: list[int], config: dict | None = None) -> nn.Module:
+    """Build the encoder registered under `spec.name` (`config`: a stored transformers config to rebuild)."""
+    if config is not None:
+        return ENCODERS[spec.name](spec, input_shape, config=config)
     return ENCODERS[spec.name](spec, input_shape)

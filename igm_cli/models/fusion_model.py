@@ -67,11 +67,20 @@ class LateFusionModel(nn.Module):
         return {m: self.branches[m](inputs[m]) for m in self.branches if m in inputs}
 
 
-def build_model(preset: Preset, input_shapes: dict[str, list[int]], num_classes: int) -> LateFusionModel:
-    """Build the model a preset describes, for the given per-modality input shapes."""
+def build_model(
+    preset: Preset,
+    input_shapes: dict[str, list[int]],
+    num_classes: int,
+    configs: dict[str, dict] | None = None,
+) -> LateFusionModel:
+    """Build the model a preset describes, for the given per-modality input shapes.
+
+    `configs` (modality → transformers config, from a checkpoint) rebuilds pretrained
+    encoders without reading their weights: the checkpoint's weights replace them anyway.
+    """
     branches = {
         m.name: Branch(
-            _encoder(m, input_shapes[m.name]),
+            _encoder(m, input_shapes[m.name], (configs or {}).get(m.name)),
             build_head(m.encoder.feature_dim, preset.head.widths, num_classes, m.adapter),
             build_input(m.input),
         )
@@ -80,10 +89,15 @@ def build_model(preset: Preset, input_shapes: dict[str, list[int]], num_classes:
     return LateFusionModel(branches)
 
 
-def _encoder(modality: Modality, input_shape: list[int]) -> nn.Module:
+def encoder_configs(model: LateFusionModel) -> dict[str, dict]:
+    """Modality → transformers config of every branch whose encoder has one (BERT, ResNet-50, CLIP)."""
+    return {m: b.encoder.hf_config() for m, b in model.branches.items() if hasattr(b.encoder, "hf_config")}
+
+
+def _encoder(modality: Modality, input_shape: list[int], config: dict | None = None) -> nn.Module:
     """The modality's encoder; unloadable pretrained weights are a one-line DataError naming the key."""
     try:
-        return build_encoder(modality.encoder, input_shape)
+        return build_encoder(modality.encoder, input_shape, config)
     except WeightsUnavailable as e:
         key = f"modalities.{modality.name}.encoder.weights"
         raise DataError(

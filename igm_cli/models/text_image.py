@@ -7,6 +7,7 @@ initialisation (tests, from-scratch runs). Nothing is downloaded when HF_HUB_OFF
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -35,14 +36,24 @@ def from_pretrained(cls: Any, weights: str, **kwargs: Any) -> Any:
         raise WeightsUnavailable(weights, str(e).strip().splitlines()[0][:160]) from None
 
 
-class BertFeatures(nn.Module):
+class HfConfigured:
+    """Mixin: the transformers config of `self.net`, stored in checkpoints to rebuild without the weights."""
+
+    def hf_config(self) -> dict[str, Any]:
+        """The network's config as plain JSON data."""
+        return json.loads(self.net.config.to_json_string())
+
+
+class BertFeatures(HfConfigured, nn.Module):
     """Token rows (B, 3, L) = ids, attention mask, token types → [CLS] hidden state (B, hidden)."""
 
-    def __init__(self, spec: BertEncoder):
+    def __init__(self, spec: BertEncoder, config: dict[str, Any] | None = None):
         super().__init__()
         from transformers import BertConfig, BertModel  # heavy: imported only when used
 
-        if spec.weights:
+        if config is not None:  # rebuilding a checkpoint: its weights replace these
+            self.net = BertModel(BertConfig.from_dict(config), add_pooling_layer=False)
+        elif spec.weights:
             self.net = from_pretrained(BertModel, spec.weights, add_pooling_layer=False)
             if self.net.config.hidden_size != spec.hidden:
                 raise PresetError(
@@ -67,14 +78,16 @@ class BertFeatures(nn.Module):
         return out.last_hidden_state[:, 0]
 
 
-class ResNetImageFeatures(nn.Module):
+class ResNetImageFeatures(HfConfigured, nn.Module):
     """Images (B, 3, H, W) → classifier logits (B, classes) or the pooled map (B, widths[-1])."""
 
-    def __init__(self, spec: ResNet50Encoder):
+    def __init__(self, spec: ResNet50Encoder, config: dict[str, Any] | None = None):
         super().__init__()
         from transformers import ResNetConfig, ResNetForImageClassification
 
-        if spec.weights:
+        if config is not None:
+            net = ResNetForImageClassification(ResNetConfig.from_dict(config))
+        elif spec.weights:
             net = from_pretrained(ResNetForImageClassification, spec.weights)
         else:
             config = ResNetConfig(
@@ -102,13 +115,13 @@ class ResNetImageFeatures(nn.Module):
         return self.net(pixel_values=x).pooler_output.flatten(1)
 
 
-def build_bert(spec: BertEncoder, input_shape: list[int]) -> nn.Module:
-    """BERT on stored (3, L) token rows."""
-    if input_shape[-1] > spec.max_positions:
+def build_bert(spec: BertEncoder, input_shape: list[int], config: dict | None = None) -> nn.Module:
+    """BERT on stored (3, L) token rows (`config`: rebuild that architecture, no weights read)."""
+    if spec.weights is None and input_shape[-1] > spec.max_positions:
         raise PresetError(f"encoder.max_positions: {spec.max_positions} < {input_shape[-1]} stored tokens")
-    return BertFeatures(spec)
+    return BertFeatures(spec, config)
 
 
-def build_resnet50(spec: ResNet50Encoder, input_shape: list[int]) -> nn.Module:
+def build_resnet50(spec: ResNet50Encoder, input_shape: list[int], config: dict | None = None) -> nn.Module:
     """A bottleneck ResNet on (3, S, S) images."""
-    return ResNetImageFeatures(spec)
+    return ResNetImageFeatures(spec, config)

@@ -155,7 +155,7 @@ def text_image_rates(posts: int) -> dict:
                     ids = tokenizer(clean(r[3].replace("$T$", r[4])), padding="longest")["input_ids"]
                     with Image.open(raw.images / r[2]) as img:
                         img = img.convert("RGB").resize((224, 224), Image.Resampling.BICUBIC)
-                    pixels = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float().div(255)
+                    pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255)
                     assert len(ids) > 2 and pixels.shape == (3, 224, 224)
                     n += 1
             return n / (time.perf_counter() - start)

@@ -177,7 +177,10 @@ def test_text_is_truncated_for_real(twitter, tokenizer_dir):
 @pytest.mark.parametrize("mode", ["mask", "append"])
 def test_target_modes(tmp_path, tokenizer_dir, mode):
     raw = make_twitter2015(tmp_path / "raw", per_split=(("train", 4), ("val", 2), ("test", 2)))
-    opts = PrepareOptions(tokenizer=str(tokenizer_dir), max_tokens=40, image_size=16, target=mode)
+    images = raw.images if mode == "append" else None  # --images given, or found beside the TSVs
+    opts = PrepareOptions(
+        tokenizer=str(tokenizer_dir), max_tokens=40, image_size=16, target=mode, images=images
+    )
     prepare_dataset("twitter2015", source=raw.root, out=tmp_path / "out", options=opts)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     text = np.load(tmp_path / "out" / "val" / "text.npy")
@@ -224,6 +227,10 @@ def test_strict_offline_tokenizer_and_verify_errors(tmp_path, sarcasm, tokenizer
     offline = runner.invoke(app, [*base, "--out", "o"])  # default bert-base-uncased, HF_HUB_OFFLINE=1
     assert offline.exit_code == 3 and "--tokenizer" in offline.stderr and "Traceback" not in offline.stderr
     assert runner.invoke(app, [*base, "--out", "t", "--target", "mask"]).exit_code == 2  # twitter2015 only
+    missing = runner.invoke(
+        app, [*base, "--out", "m", "--tokenizer", str(tokenizer_dir), "--images", "nowhere"]
+    )
+    assert missing.exit_code == 3 and "--images nowhere is not a directory" in missing.stderr
     import shutil
 
     copy = tmp_path / "copy"

@@ -9,15 +9,15 @@ library versions and the optimizer's non-tensor state.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from .durable import write_atomic
 from .errors import CheckpointError
 
 FORMAT = "igm-checkpoint/1"
@@ -49,7 +49,11 @@ def save_checkpoint(
     state: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write atomically (temporary file + rename): a crash never leaves half a checkpoint."""
+    """Write atomically and durably (durable.write_atomic): never half a checkpoint on disk.
+
+    Serialised in memory first, so a full disk is an OSError naming `path`, not an error
+    from inside the safetensors writer.
+    """
     from .data.manifest import library_versions
 
     metadata = {
@@ -60,10 +64,8 @@ def save_checkpoint(
         "extra": json.dumps(extra or {}),
         "versions": json.dumps(library_versions()),
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    write_atomic(Path(path), data)
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

@@ -5,6 +5,8 @@ Heavy imports (torch and the engine) happen inside the commands so `igm --help` 
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -12,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from . import console
-from .errors import EXIT_INTERRUPTED, IgmError, UsageError
+from .errors import EXIT_INTERRUPTED, IgmError, Interrupted, UsageError
 
 app = typer.Typer(
     help="Train and study multimodal classifiers with IGM (flat gradient modification + SAM).",
@@ -36,13 +38,20 @@ SetOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 DeviceOpt = Annotated[str | None, typer.Option(help="torch device: cpu, cuda, cuda:N or auto.")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads of torch (default: 1 below 500k parameters, else torch's default)."
+    ),
+]
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Prepared data directory (default data/<dataset>).")
 ]
 
 
 def _guard(action: Callable[[], T], interrupted: str = "") -> T:
-    """Run a command body; IgmError → one line + its exit code; Ctrl-C → `interrupted` + 130."""
+    """Run a command body; IgmError → one line + its exit code; Ctrl-C/SIGTERM → a line + 130."""
+    previous = _sigterm_as_interrupt()
     try:
         return action()
     except IgmError as e:
@@ -51,11 +60,23 @@ def _guard(action: Callable[[], T], interrupted: str = "") -> T:
     except OSError as e:  # a full disk or a permission problem while writing: name it, no traceback
         console.error(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.error(
-            interrupted or "interrupted; a resumable last.safetensors was written (igm train --resume ...)"
-        )
+    except KeyboardInterrupt as e:
+        console.error(str(e) if isinstance(e, Interrupted) else interrupted or "interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's preemption) behaves like Ctrl-C; returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 @app.command()
@@ -67,10 +88,15 @@ def train(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (same as --set seed=...).")] = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     data: DataOpt = None,
     runs_dir: Annotated[Path, typer.Option(help="Parent directory of run directories.")] = Path("runs"),
     resume: Annotated[
-        str | None, typer.Option(help="Continue a run: its directory, its last.safetensors, or auto.")
+        str | None,
+        typer.Option(
+            help="Continue a run: its directory, its last.safetensors, or auto (the newest run of "
+            "the preset: resumed, or shown when finished; a new run when there is none)."
+        ),
     ] = None,
     json_: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or per-epoch lines.")] = False,
@@ -81,7 +107,8 @@ def train(
         from .pipeline import train as train_run
         from .presets import resolve_preset
 
-        if resume and (set_ or method or seed is not None):
+        overridden = bool(set_ or method or seed is not None)
+        if resume and resume != "auto" and overridden:
             raise UsageError("--resume continues a run with its stored config; drop --set/--method/--seed")
         resolved = resolve_preset(preset, set_ or [], method=method, seed=seed)
         with console.TrainingDisplay(quiet=quiet) as on_event:
@@ -91,6 +118,8 @@ def train(
                 runs_dir=runs_dir,
                 resume=resume,
                 device=device,
+                threads=threads,
+                resume_same_settings=overridden,
                 on_event=on_event,
             )
 
@@ -107,6 +136,7 @@ def eval_(
     fusion: Annotated[str | None, typer.Option(help="mean or entropy (default: the preset's).")] = None,
     data: DataOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint: every branch and the fused model, rebuilt from the file alone."""
@@ -119,7 +149,7 @@ def eval_(
         if fusion not in (None, "mean", "entropy"):
             raise UsageError(f"--fusion must be mean or entropy (got {fusion!r})")
         return evaluate_checkpoint(
-            checkpoint, split=split, fusion=fusion, data_dir=data, device=device or "cpu"
+            checkpoint, split=split, fusion=fusion, data_dir=data, device=device or "cpu", threads=threads
         )
 
     result = _guard(run)
@@ -328,7 +358,7 @@ def sweep(
     ] = False,
     metric: Annotated[
         str, typer.Option(help="Metric of the plot and the highlighted column: split.branch.metric.")
-    ] = "test.fused.accuracy",
+    ] = "val.fused.accuracy",
     data: DataOpt = None,
     device: DeviceOpt = None,
     json_: JsonOpt = False,
@@ -389,6 +419,7 @@ def landscape(
     ] = None,
     data: DataOpt = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Loss landscapes (Li et al. 2018) of checkpoints on identical filter-normalised directions.
@@ -403,8 +434,9 @@ def landscape(
         spec = LandscapeSpec(split, modality, grid, span, dims, batches, seed)
         with console.LandscapeDisplay() as on_event:
             return compute_landscape(
-                checkpoints, spec, out=out, data_dir=data, device=device or "cpu", on_event=on_event
-            )
+                checkpoints, spec, out=out, data_dir=data, device=device or "cpu", threads=threads,
+                on_event=on_event,
+            )  # fmt: skip
 
     result = _guard(
         run, interrupted="interrupted; finished grid points are saved: rerun the same command to continue"

@@ -8,7 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 110)
@@ -20,9 +27,9 @@ def error(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
-def info(message: str) -> None:
+def info(message: str, markup: bool = True) -> None:
     """A line of human output."""
-    console.print(message, highlight=False, soft_wrap=True)
+    console.print(message, highlight=False, soft_wrap=True, markup=markup)
 
 
 def emit_json(document: Any) -> None:
@@ -54,15 +61,22 @@ class EventDisplay:
         """Show a bar when stderr is a terminal (never in logs or under --quiet)."""
         if not console.is_terminal or self.quiet:
             return
-        columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         self.progress = Progress(*columns, console=console, transient=transient)
         self.task = self.progress.add_task(label, total=total, completed=completed)
         self.progress.start()
 
-    def advance(self) -> None:
-        """One unit of work done."""
+    def advance(self, amount: float = 1.0) -> None:
+        """Work done (fractions move the bar and the ETA between whole units)."""
         if self.progress is not None:
-            self.progress.advance(self.task)
+            self.progress.advance(self.task, amount)
 
 
 class TrainingDisplay(EventDisplay):
@@ -70,26 +84,26 @@ class TrainingDisplay(EventDisplay):
 
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Render one trainer event."""
+        if kind == "resume_auto":  # said even under --quiet: it is what the command decided
+            info(resume_auto_line(payload), markup=False)
         if self.quiet:
             return
         if kind == "run_start":
             verb = "resuming" if payload["resumed"] else "run"
-            info(f"{verb} [bold]{payload['run_dir']}[/]")
+            threads = payload.get("threads")
+            info(
+                f"{verb} [bold]{_escape(payload['run_dir'])}[/]"
+                + (f" ({_count(threads, 'thread')})" if threads else "")
+            )
             per_epoch, state = payload["batches_per_epoch"], payload["state"]
             done = state["epochs_done"] * per_epoch + state["batch"]
             self.start_progress("training", payload["total_epochs"] * per_epoch, done, transient=True)
         elif kind == "step":
             self.advance()
         elif kind == "stage_start":
-            source = payload["source"]
-            gm = (
-                f"T from {source} on {', '.join(payload['paired'])}"
-                if payload["paired"]
-                else (f"T = I (no T of {source} yet)" if source else "no GM")
-            )
             info(
                 f"stage {payload['stage']}: train {'+'.join(payload['active'])} "
-                f"for {payload['epochs']} epochs; {gm}"
+                f"for {payload['epochs']} epochs; {gm_note(payload)}"
             )
         elif kind == "epoch_end":
             val = payload["val"]
@@ -102,6 +116,28 @@ class TrainingDisplay(EventDisplay):
             if removed:
                 share = ", ".join(f"{k} {v:.1%}" for k, v in removed.items())
                 info(f"  GM removed this share of the gradient norm: {share}")
+
+
+def gm_note(payload: dict[str, Any]) -> str:
+    """What GM does in a stage, as true as the trainer's stage_start event allows."""
+    source = payload.get("source")
+    if not payload.get("gm", True) or source is None:
+        return "no GM"
+    if payload["paired"]:
+        return f"T from {source} on {', '.join(payload['paired'])}"
+    return f"T = I (no T of {source} yet)"
+
+
+def resume_auto_line(p: dict[str, Any]) -> str:
+    """The one line `--resume auto` says about what it chose."""
+    run = p["run_dir"]
+    return {
+        "finished": f"--resume auto: the newest run {run} already finished; its results (nothing trained)",
+        "resume": f"--resume auto: resuming the newest unfinished run {run}",
+        "reuse": f"--resume auto: {run} has no checkpoint yet; training it from the start",
+        "new": f"--resume auto: no run of preset {p['preset']} under {p['runs_dir']} to resume; "
+        "starting a new run",
+    }[p["action"]]
 
 
 def results_table(results: dict[str, Any]) -> None:
@@ -152,9 +188,8 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
             else f"{sam['moved_share']:.1%} of weights, ‖ε‖/‖θ‖ {sam['relative_size']:.1e}"
         )
         pairs = _pairs_cell(s.get("gm_pairs"))
-        table.add_row(
-            str(s["stage"]), "+".join(s["active"]), str(s["source"]), pairs, removed, traces or "—", sam
-        )
+        source = s["source"] if s["gm_removed_share"] and s.get("source") else "—"  # the T that acted
+        table.add_row(str(s["stage"]), "+".join(s["active"]), source, pairs, removed, traces or "—", sam)
     console.print(table)
 
 
@@ -169,9 +204,8 @@ def _pairs_cell(pairs: dict[str, str | None] | None) -> str:
 
 def eval_table(result: dict[str, Any]) -> None:
     """Metrics of `igm eval`."""
-    table = Table(
-        title=f"{result['checkpoint']} · {result['split']} ({result['samples']}) · fusion {result['fusion']}"
-    )
+    info(f"checkpoint {result['checkpoint']}", markup=False)  # its own line: a path never wraps in a title
+    table = Table(title=f"{result['split']} ({result['samples']} samples) · fusion {result['fusion']}")
     table.add_column("branch")
     for metric in (*METRIC_COLUMNS, "loss"):
         table.add_column(metric, justify="right")
@@ -254,10 +288,16 @@ def _mean_std(stats: dict[str, Any] | None) -> str:
 
 
 def sweep_report(report: dict[str, Any]) -> None:
-    """The summary of a sweep: one row per setting, a key × key table, files, failures."""
+    """The summary of a sweep: one row per setting, a key × key table, files, failures.
+
+    The setting is chosen on the metric's split (validation by default); the same metric on
+    the other split is shown beside it, never used to choose. Tied best settings are all marked.
+    """
     rows, keys = report["rows"], report["keys"]
     split, chosen, name = report["metric"].split(".")
-    best = (report.get("best") or {}).get("setting")
+    other = "test" if split == "val" else "val"
+    best_info = report.get("best") or {}
+    best = set(best_info.get("tied") or ([best_info["setting"]] if best_info.get("setting") else []))
     branches = list(dict.fromkeys(b for r in rows for b in r["metrics"][split]))
     branches = [chosen] + [b for b in branches if b != chosen]
     table = Table(title=f"{report['preset']} sweep · {split} {name}, mean ± std over seeds")
@@ -266,13 +306,15 @@ def sweep_report(report: dict[str, Any]) -> None:
     table.add_column("seeds ok", justify="right")
     for branch in branches:
         table.add_column(f"[bold]{branch}[/]" if branch == chosen else branch, justify="right")
+    table.add_column(f"{other} {chosen} (not used to choose)", justify="right")
     for r in rows:
         n = len(r["seeds_ok"]) + len(r["seeds_failed"])
         cells = [_escape(r["labels"][k]) for k in keys] + [f"{len(r['seeds_ok'])}/{n}"]
         cells += [_mean_std(r["metrics"][split].get(b, {}).get(name)) for b in branches]
-        if r["setting"] == best:
+        cells.append(_mean_std(r["metrics"].get(other, {}).get(chosen, {}).get(name)))
+        if r["setting"] in best:
             cells = [f"[bold green]{c}[/]" for c in cells]
-            cells[-len(branches)] += " ★"
+            cells[-len(branches) - 1] += " ★ tie" if len(best) > 1 else " ★"
         table.add_row(*cells)
     console.print(table)
     if len(keys) == 2:
@@ -362,10 +404,10 @@ def landscape_table(result: dict[str, Any]) -> None:
         title=f"loss landscape · {scope} · {result['split']} ({result['samples']} samples) · "
         f"{result['dims']}-D grid {result['grid']} over ±{result['span']:g} · r = {result['radius']:.3g}"
     )
-    table.add_column("checkpoint", no_wrap=True)
-    table.add_column("method")
+    table.add_column("checkpoint", overflow="fold")  # names wrap; numbers are never cut short
+    table.add_column("method", overflow="fold")
     for column in ("centre loss", "accuracy", "max rise ≤ r", "mean rise ≤ r", "λmax(H)"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True, min_width=6)
     for r in result["checkpoints"]:
         h = r["hessian"]
         eig = f"{r['hessian_top_eigenvalue']:.4g}" + (

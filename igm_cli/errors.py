@@ -38,3 +38,7 @@ class DivergedError(IgmError):
 
 
 EXIT_INTERRUPTED = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, carrying the one line that says what was saved."""

@@ -12,6 +12,7 @@ from .engine.evaluate import evaluate_model
 from .errors import DataError
 from .pipeline import build_for, load_weights, open_data, resolve_device, trained_modalities
 from .presets import preset_from_json
+from .threads import use_threads
 
 
 def evaluate_checkpoint(
@@ -21,6 +22,7 @@ def evaluate_checkpoint(
     fusion: str | None = None,
     data_dir: Path | None = None,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of every branch and the fused model of a checkpoint on one split."""
     checkpoint = load_checkpoint(path)
@@ -31,6 +33,7 @@ def evaluate_checkpoint(
     _check_same_classes(data, info["classes"])
     torch_device = resolve_device(device)
     model = build_for(preset, info, torch_device)
+    used_threads = use_threads(threads, model)
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     batches = SplitBatches(data.split(split), trained_modalities(preset), torch_device)
     fusion = fusion or preset.fusion
@@ -44,6 +47,7 @@ def evaluate_checkpoint(
         "samples": len(batches),
         "state": {k: checkpoint.state.get(k) for k in ("stage", "epochs_done", "step", "best_metric")},
         "metrics": metrics,
+        "threads": used_threads,
     }
 
 

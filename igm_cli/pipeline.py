@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .checkpoint import (
     load_checkpoint,
@@ -24,6 +27,7 @@ from .checkpoint import (
 )
 from .data import get_dataset
 from .data.prepared import PreparedDataset
+from .deviations import deviations
 from .engine.batches import SplitBatches
 from .engine.evaluate import evaluate_model
 from .engine.flat_projector import FlatProjector, head_pairs
@@ -31,12 +35,13 @@ from .engine.optim import build_optimizer, learning_rate
 from .engine.sam import SamStep
 from .engine.stages import StageSchedule
 from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict, state_to_dict
-from .errors import CheckpointError, DataError, PresetError, UsageError
+from .errors import CheckpointError, DataError, DivergedError, Interrupted, PresetError, UsageError
 from .models import LateFusionModel, build_model
 from .models.clip_input import clip_problems
 from .models.fusion_model import encoder_configs
 from .presets import Modality, Preset, preset_from_json, preset_to_yaml
-from .runs import append_jsonl, create_run_dir, find_resumable, write_text_atomic
+from .runs import RunLock, append_jsonl, auto_resume_target, create_run_dir, trim_metrics, write_text_atomic
+from .threads import use_threads
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -165,10 +170,17 @@ class RunSink:
     def __init__(self, run_dir: Path, model, projector, preset: Preset, info: dict[str, Any]):
         self.run_dir, self.model, self.projector = run_dir, model, projector
         self.preset_json, self.info = preset.model_dump(mode="json"), info
+        self.last_state: dict[str, Any] | None = None  # the state last.safetensors holds
 
     def save(self, kind: str, state: TrainState, optimizer, extra: dict[str, Any] | None = None) -> None:
         """Write best.safetensors (weights, T) or last.safetensors (+ optimizer, RNG)."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # never replace a good checkpoint by a diverged model
+            raise DivergedError(
+                f"training diverged: {len(bad)} weight tensors are not finite (first {bad[0]}); "
+                f"{kind}.safetensors was not overwritten"
+            )
         tensors.update(self.projector.state_tensors())
         extra = dict(extra or {})
         if kind == "last":
@@ -185,6 +197,8 @@ class RunSink:
             state=state_to_dict(state),
             extra=extra,
         )
+        if kind == "last":
+            self.last_state = state_to_dict(state)
 
     def log(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl."""
@@ -202,6 +216,15 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path:
 # ---------------------------------------------------------------- train
 
 
+@dataclass
+class _Run:
+    """What a train() call has put on disk so far (for interrupt and divergence messages)."""
+
+    run_dir: Path | None = None
+    sink: RunSink | None = None
+    resume: dict[str, Any] | None = None
+
+
 def train(
     preset: Preset | None,
     *,
@@ -209,49 +232,138 @@ def train(
     runs_dir: Path = Path("runs"),
     resume: str | None = None,
     device: str | None = None,
+    threads: int | None = None,
+    resume_same_settings: bool = False,
     on_event: Event | None = None,
 ) -> dict[str, Any]:
-    """Train a preset (or resume a run) and return results.json's content."""
+    """Train a preset (or resume a run) and return results.json's content.
+
+    `resume="auto"` is idempotent (a requeue script's one command): it resumes the newest
+    resumable run of the preset, reuses one left without a checkpoint, starts a new run
+    when there is none, and returns the results of the newest run when it already finished.
+    With `resume_same_settings` (the command gave --set/--method/--seed) it only looks at
+    runs whose config.yaml is this preset.
+    """
+    run = _Run()
+    try:
+        args = (preset, data_dir, Path(runs_dir), resume, device, threads, resume_same_settings, on_event)
+        return _train(*args, run)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_note(run)) from None
+    except DivergedError as e:
+        raise DivergedError(f"{e}; {_last_good_note(run)}") from None
+
+
+def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, run: _Run) -> dict[str, Any]:
     started = time.perf_counter()
-    resumed = _open_resume(resume, preset, runs_dir) if resume else None
-    if resumed is not None:
-        preset = preset_from_json(resumed.preset, str(resumed.path))
-        data_dir = data_dir or (
-            Path(resumed.model_info["data_dir"]) if resumed.model_info["data_dir"] else None
+    emit = on_event or (lambda *_: None)
+    if resume == "auto":
+        if preset is None:
+            raise UsageError("--resume auto needs --preset to know which runs to look at")
+        target = auto_resume_target(runs_dir, preset.name, lambda text: _same_preset(text, preset), same)
+        run.resume = {"requested": "auto", "action": target.action, "run_dir": str(target.run_dir or "")}
+        emit("resume_auto", {**run.resume, "preset": preset.name, "runs_dir": str(runs_dir)})
+        if target.action == "finished":
+            return json.loads((target.run_dir / "results.json").read_text())
+        resume = str(target.run_dir) if target.action == "resume" else None
+        run.run_dir = target.run_dir if target.action == "reuse" else None
+    elif resume is not None:
+        run.resume = {"requested": resume, "action": "resume", "run_dir": ""}
+    with ExitStack() as held:
+        resumed = _open_resume(resume, held) if resume else None
+        if resumed is not None:
+            preset = preset_from_json(resumed.preset, str(resumed.path))
+            data_dir = data_dir or (
+                Path(resumed.model_info["data_dir"]) if resumed.model_info["data_dir"] else None
+            )
+            run.run_dir = resumed.path.parent
+            run.resume["run_dir"] = str(run.run_dir)
+        if device is not None:
+            preset = preset.model_copy(update={"device": device})
+        torch_device = resolve_device(preset.device)
+        data = open_data(preset, data_dir)
+        info = model_info(preset, data, data_dir)
+        model = build_for(preset, info, torch_device)
+        info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
+        # recorded in config.yaml and checkpoints: a resume runs on as many threads (bitwise equal)
+        preset = preset.model_copy(update={"threads": use_threads(threads or preset.threads, model)})
+        projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
+        if run.run_dir is None:
+            run.run_dir = create_run_dir(runs_dir, preset.name)
+            held.enter_context(RunLock(run.run_dir))
+        elif resumed is None:  # reusing a run directory that never got a checkpoint
+            held.enter_context(RunLock(run.run_dir))
+            trim_metrics(run.run_dir / "metrics.jsonl", 0, 0)
+        run_dir = run.run_dir
+        if resumed is None:
+            write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
+        sink = run.sink = RunSink(run_dir, model, projector, preset, info)
+        modalities = trained_modalities(preset)
+        trainer = _build_trainer(preset, model, data, projector, sink, torch_device, on_event)
+        state, restore_optimizer = TrainState(), None
+        if resumed is not None:
+            state, restore_optimizer = _restore(resumed, model, projector)
+            sink.last_state = state_to_dict(state)
+            trim_metrics(run_dir / "metrics.jsonl", state.stage, state.epochs_done)
+        emit(
+            "run_start",
+            {
+                "run_dir": str(run_dir),
+                "preset": preset.name,
+                "resumed": resumed is not None,
+                "state": state_to_dict(state),
+                "total_epochs": trainer.schedule.total_epochs,
+                "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
+                "threads": preset.threads,
+            },
         )
-    if device is not None:
-        preset = preset.model_copy(update={"device": device})
-    torch_device = resolve_device(preset.device)
-    data = open_data(preset, data_dir)
-    info = model_info(preset, data, data_dir)
-    model = build_for(preset, info, torch_device)
-    info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
-    projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
-    run_dir = resumed.path.parent if resumed else create_run_dir(runs_dir, preset.name)
-    if resumed is None:
-        write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
-    sink = RunSink(run_dir, model, projector, preset, info)
-    modalities = trained_modalities(preset)
-    trainer = _build_trainer(preset, model, data, projector, sink, torch_device, on_event)
-    state, restore_optimizer = TrainState(), None
-    if resumed is not None:
-        state, restore_optimizer = _restore(resumed, model, projector)
-    (on_event or (lambda *_: None))(
-        "run_start",
-        {
-            "run_dir": str(run_dir),
-            "preset": preset.name,
-            "resumed": resumed is not None,
-            "state": state_to_dict(state),
-            "total_epochs": trainer.schedule.total_epochs,
-            "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
-        },
+        state = trainer.fit(state, restore_optimizer)
+        results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, projector)
+        results["resume"] = run.resume
+        results["seconds"] = round(time.perf_counter() - started, 2)
+        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+        return results
+
+
+def _same_preset(config_yaml: str, preset: Preset) -> bool:
+    """A run directory's config.yaml is this preset (threads aside: they are resolved at start)."""
+    try:
+        stored = yaml.safe_load(config_yaml)
+    except yaml.YAMLError:
+        return False
+    if not isinstance(stored, dict):
+        return False
+    wanted = preset.model_dump(mode="json")
+    return {k: v for k, v in stored.items() if k != "threads"} == {
+        k: v for k, v in wanted.items() if k != "threads"
+    }
+
+
+def _interrupted_note(run: _Run) -> str:
+    """What an interrupt really left behind (said in the one line the CLI prints)."""
+    if run.run_dir is None:
+        return "interrupted before the run directory was created; nothing was written"
+    if run.sink is not None and run.sink.last_state is not None:
+        return (
+            f"interrupted; resumable checkpoint {run.run_dir / 'last.safetensors'} "
+            f"(igm train --resume {run.run_dir})"
+        )
+    return (
+        f"interrupted before the first checkpoint; {run.run_dir} has none "
+        "(igm train --resume auto reuses it, or start again)"
     )
-    state = trainer.fit(state, restore_optimizer)
-    results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, projector)
-    results["seconds"] = round(time.perf_counter() - started, 2)
-    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
-    return results
+
+
+def _last_good_note(run: _Run) -> str:
+    """Where the last good state is after a divergence."""
+    last = run.sink.last_state if run.sink is not None else None
+    if last is None:
+        return "no checkpoint was written (it diverged before the first epoch ended)"
+    return (
+        f"{run.run_dir / 'last.safetensors'} holds the last good state "
+        f"(after {last['epochs_done']} epochs, stage {last['stage']} epoch {last['epoch']} "
+        f"batch {last['batch']})"
+    )
 
 
 def _build_trainer(preset, model, data, projector, sink, device, on_event) -> Trainer:
@@ -279,14 +391,12 @@ def _build_trainer(preset, model, data, projector, sink, device, on_event) -> Tr
     )
 
 
-def _open_resume(resume: str, preset: Preset | None, runs_dir: Path):
-    if resume == "auto":
-        if preset is None:
-            raise UsageError("--resume auto needs --preset to know which runs to look at")
-        path = find_resumable(runs_dir, preset.name) / "last.safetensors"
-    else:
-        path = Path(resume)
-        path = path / "last.safetensors" if path.is_dir() else path
+def _open_resume(resume: str, held: ExitStack):
+    """Lock the run, then load its last.safetensors (a finished run is not resumed)."""
+    path = Path(resume)
+    path = path / "last.safetensors" if path.is_dir() else path
+    if path.parent.is_dir() and path.is_file():
+        held.enter_context(RunLock(path.parent))
     checkpoint = load_checkpoint(path)
     if checkpoint.state.get("finished") or (path.parent / "results.json").exists():
         raise UsageError(f"run {path.parent} already finished (it has results.json); nothing to resume")
@@ -334,9 +444,10 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, proj
         "val": best.extra.get("val", {}),
         "test": test_metrics,
         "stages": _stage_summaries(records, model, projector.enabled),
-        "deviations": [],
+        "deviations": deviations(preset),
         "steps": state.step,
         "epochs": state.epochs_done,
+        "threads": preset.threads,
     }
 
 

@@ -368,6 +368,8 @@ class Preset(Section):
     """Seed of initialisation, shuffling and dropout."""
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:N, or auto."""
+    threads: Annotated[int, Field(gt=0)] | None = None
+    """CPU threads of torch; null = 1 for models under 500k parameters, else torch's default."""
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Preset:

@@ -175,9 +175,11 @@ def test_resume_auto_and_finished_run(tmp_path):
     result = runner.invoke(app, ["train", "--resume", "auto", "--json", "-q"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["epochs"] == 2
-    again = runner.invoke(app, ["train", "--resume", "auto"])
-    assert again.exit_code == 2
-    assert "no unfinished run" in again.stderr
+    # idempotent: the newest run finished, so its results are printed and nothing trains
+    again = runner.invoke(app, ["train", "--resume", "auto", "--json"])
+    assert again.exit_code == 0
+    assert "already finished" in again.stderr
+    assert json.loads(again.stdout) == json.loads(result.stdout)
     (run,) = (tmp_path / "runs").iterdir()
     finished = runner.invoke(app, ["train", "--resume", str(run)])
     assert finished.exit_code == 2

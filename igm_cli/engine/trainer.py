@@ -2,7 +2,7 @@
 
 Objects are injected (model, schedule, optimizer factory, batches, FlatProjector,
 SamStep, a checkpoint sink, an event callback); the trainer never reads presets or prints.
-Ctrl-C is honoured at the next step boundary: `last.safetensors` is written, then
+Ctrl-C and SIGTERM are honoured at the next step boundary: `last.safetensors` is written, then
 KeyboardInterrupt propagates. A non-finite loss raises DivergedError.
 """
 
@@ -120,6 +120,7 @@ class Trainer:
                         "epochs": stage.epochs,
                         "source": stage.source,
                         "paired": paired,
+                        "gm": self.projector.enabled,
                     },
                 )
                 for epoch in range(state.epoch, stage.epochs):
@@ -153,7 +154,7 @@ class Trainer:
         if not torch.isfinite(loss_sum):
             raise DivergedError(
                 f"training diverged: non-finite loss in stage {stage.index} epoch {epoch} "
-                f"(lr {optimizer.param_groups[0]['lr']:g}); last.safetensors holds the previous epoch"
+                f"(lr {optimizer.param_groups[0]['lr']:g})"
             )
         state.loss_sum += float(loss_sum)
 
@@ -264,20 +265,24 @@ class Trainer:
 
     @contextmanager
     def _sigint_deferred(self) -> Iterator[None]:
-        """Turn the first Ctrl-C into a flag read at step boundaries; a second one is immediate."""
+        """Turn the first Ctrl-C or SIGTERM (preemption) into a flag read at step boundaries.
+
+        A second signal of the same kind gets its previous handler, i.e. is immediate.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):
             self._interrupted = True
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signum, previous[signum])
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 def state_to_dict(state: TrainState) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from igm_cli.models import LateFusionModel
 from igm_cli.pipeline import build_for, load_weights, open_data, resolve_device
 from igm_cli.presets import Preset, preset_from_json
 from igm_cli.runs import write_text_atomic
+from igm_cli.threads import use_threads
 
 from .directions import cosine, make_directions
 from .objective import FUSED, Batch, SubsetObjective, fixed_batches, scope_parameters, subset_indices
@@ -160,12 +161,14 @@ def compute_landscape(
     out: Path | None = None,
     data_dir: Path | None = None,
     device: str = "cpu",
+    threads: int | None = None,
     on_event: Event | None = None,
 ) -> dict[str, Any]:
     """Surfaces, sharpness and plots of every checkpoint; returns landscape.json's content."""
     started = time.perf_counter()
     emit = on_event or (lambda *_: None)
     loaded, batches = prepare(paths, spec, data_dir, device)
+    used_threads = use_threads(threads, max((x.model for x in loaded), key=_size))
     axes = [grid_axes(spec.grid, spec.span)] * spec.dims
     config = {
         **asdict(spec),
@@ -185,9 +188,14 @@ def compute_landscape(
     result = summarise(rows, spec, axes, config, out, resumed)
     result["files"] = {"surfaces": str(out / "surfaces.safetensors"), "json": str(out / "landscape.json")}
     result["files"].update(plot_landscape(result, [store.surface(i) for i in range(len(rows))], out))
+    result["threads"] = used_threads
     result["seconds"] = round(time.perf_counter() - started, 2)
     write_text_atomic(out / "landscape.json", json.dumps(result, indent=2))
     return result
+
+
+def _size(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def checkpoint_landscape(

@@ -19,9 +19,9 @@ from .grid import parse_metric, parse_shard
 from .plan import FORMAT, SweepPlan, Trial, definition_difference
 from .plots import plot_summary
 from .runner import TrialJob, execute, sigterm_as_interrupt
-from .summary import best_row, summarize, verdict, write_summary
+from .summary import best_rows, summarize, verdict, write_summary
 
-DEFAULT_METRIC = "test.fused.accuracy"
+DEFAULT_METRIC = "val.fused.accuracy"  # selection belongs to validation; test is shown beside it
 Event = Callable[[str, dict[str, Any]], None]
 
 
@@ -174,7 +174,7 @@ def build_report(out: Path, doc: dict[str, Any], scope: list[str], metric: str) 
     png, note = plot_summary(rows, doc["keys"], parse_metric(metric), out / "summary.png", title)
     failed = [records[i] for i in scope if records.get(i, {}).get("status") == "failed"]
     unfinished = [i for i in scope if records.get(i, {}).get("status") not in ("ok", "failed")]
-    best = best_row(rows, parse_metric(metric))
+    best = best_rows(rows, parse_metric(metric))
     return {
         "sweep_dir": str(out),
         "preset": doc["preset"],
@@ -192,7 +192,12 @@ def build_report(out: Path, doc: dict[str, Any], scope: list[str], metric: str) 
             {k: r.get(k) for k in ("id", "label", "values", "seed", "error", "exit_code", "attempts")}
             for r in failed
         ],
-        "best": best and {"setting": best["setting"], "values": best["values"]},
+        "best": best
+        and {
+            "setting": best[0]["setting"],
+            "values": best[0]["values"],
+            "tied": [r["setting"] for r in best] if len(best) > 1 else [],
+        },
         "verdict": verdict(rows, parse_metric(metric)),
         "rows": rows,
         "files": {**files, "plot": png},

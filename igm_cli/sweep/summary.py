@@ -71,25 +71,36 @@ def metric_of(row: dict[str, Any], metric: tuple[str, str, str]) -> dict[str, An
     return row["metrics"].get(split, {}).get(branch, {}).get(name)
 
 
-def best_row(rows: list[dict[str, Any]], metric: tuple[str, str, str]) -> dict[str, Any] | None:
-    """The row with the best mean (highest; lowest for loss)."""
+def best_rows(rows: list[dict[str, Any]], metric: tuple[str, str, str]) -> list[dict[str, Any]]:
+    """The rows with the best mean (highest; lowest for loss); more than one is a tie."""
     scored = [(m["mean"], r) for r in rows if (m := metric_of(r, metric)) and m["mean"] is not None]
     if not scored:
-        return None
+        return []
     sign = -1 if metric[2] == "loss" else 1
-    return max(scored, key=lambda item: sign * item[0])[1]
+    top = max(sign * mean for mean, _ in scored)
+    return [r for mean, r in scored if abs(sign * mean - top) <= 1e-12]
+
+
+def best_row(rows: list[dict[str, Any]], metric: tuple[str, str, str]) -> dict[str, Any] | None:
+    """The first of the best rows (in setting order), or None."""
+    best = best_rows(rows, metric)
+    return best[0] if best else None
 
 
 def verdict(rows: list[dict[str, Any]], metric: tuple[str, str, str]) -> str:
-    """The best setting, and the spread between settings beside the seed-to-seed noise."""
-    best = best_row(rows, metric)
-    if best is None:
+    """The best setting (or the tie), and the spread between settings beside the seed noise."""
+    best = best_rows(rows, metric)
+    if not best:
         return "no finished trial has this metric"
     stats = [m for r in rows if (m := metric_of(r, metric)) and m["mean"] is not None]
     means = [m["mean"] for m in stats]
     stds = [m["std"] for m in stats if m["std"] is not None]
-    name = ", ".join(f"{k}={v}" for k, v in best["labels"].items()) or "base preset"
-    text = f"best: {name} → {metric_of(best, metric)['mean']:.4f}"
+    names = [", ".join(f"{k}={v}" for k, v in r["labels"].items()) or "base preset" for r in best]
+    score = metric_of(best[0], metric)["mean"]
+    if len(best) > 1:
+        text = f"tie: {len(best)} settings share the best {'.'.join(metric)} {score:.4f}: {'; '.join(names)}"
+    else:
+        text = f"best: {names[0]} → {score:.4f}"
     if len(means) > 1:
         text += f"; spread of means {max(means) - min(means):.4f}"
         text += f" vs seed std ≈ {statistics.fmean(stds):.4f}" if stds else ""

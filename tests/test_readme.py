@@ -91,7 +91,7 @@ def test_every_readme_command_runs(tmp_path):
             args += set_args(NVGESTURE_SETS)  # keeps the converted weights (tiny width)
         elif args[0] == "train" and {"twitter2015", "sarcasm"} & set(args):  # tiny sizes of the local weights
             args += set_args(tiny_text_image(max_tokens=64, weights=True))
-        elif args[0] == "train" and "--resume" not in args:
+        elif args[0] == "train" and ("--resume" not in args or "auto" in args):
             args += set_args(TINY_SETS)
         if args[:2] == ["prepare", "nvgesture"] and "--verify" not in args:
             args += NVGESTURE_PREPARE

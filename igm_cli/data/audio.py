@@ -17,6 +17,9 @@ N_FFT = 512
 HOP = 353
 LOG_EPS = 1e-7
 RESAMPLER = "soxr_hq"  # librosa.load's default res_type
+MIN_SAMPLES = N_FFT
+"""Fewer decoded samples (at the target rate) than one STFT window is a corrupt file, not a clip:
+a WAV cut to 100 bytes holds 28 samples, which tiling would repeat into seconds of noise."""
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".aiff", ".aif"}
 
 
@@ -126,5 +129,12 @@ def log_spectrogram(y: np.ndarray) -> np.ndarray:
 
 
 def spectrogram_of(path: Path, spec: AudioSpec) -> np.ndarray:
-    """The prepared audio of one file: float32 `spec.shape`."""
-    return log_spectrogram(fit_length(load_mono(path, spec.sample_rate), spec.samples))
+    """The prepared audio of one file: float32 `spec.shape` (too short to be audio: MediaError)."""
+    y = load_mono(path, spec.sample_rate)
+    if y.size < MIN_SAMPLES:
+        raise MediaError(
+            "corrupt audio",
+            f"{Path(path).name}: {y.size} samples after decoding, shorter than one STFT window "
+            f"({MIN_SAMPLES} at {spec.sample_rate} Hz)",
+        )
+    return log_spectrogram(fit_length(y, spec.samples))

@@ -12,6 +12,9 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -68,7 +71,10 @@ def run_pool(fn, arg_tuples: list[tuple], jobs: int) -> Iterator[tuple[int, Any]
             yield i, fn(*args)
         return
     todo = iter(enumerate(arg_tuples))
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         running = {pool.submit(fn, *args): i for i, args in islice(todo, 4 * jobs)}  # bounded window
         try:
             while running:
@@ -81,6 +87,29 @@ def run_pool(fn, arg_tuples: list[tuple], jobs: int) -> Iterator[tuple[int, Any]
         finally:
             for future in running:
                 future.cancel()
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the parent is gone (kill -9 included), never linger.
+
+    Linux delivers SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere, and as a
+    fallback, a daemon thread checks once a second whether the worker was re-parented.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # died before we got here
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
 
 
 def fingerprint(plan: dict[str, list[Any]], preprocessing: dict[str, Any], source: Path) -> str:

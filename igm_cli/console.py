@@ -244,10 +244,18 @@ def _escape(text: str) -> str:
 class SweepDisplay(EventDisplay):
     """Event sink of a sweep: a start line, one line per finished trial, a TTY progress bar."""
 
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
+        self.shares: dict[str, float] = {}  # trial id → share of its steps already on the bar
+
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
-        """Render one sweep event (`sweep_start` or `trial_end`)."""
+        """Render one sweep event (`sweep_start`, `trial_progress` or `trial_end`)."""
         if kind == "sweep_start":
             self._start(payload)
+        elif kind == "trial_progress":  # the bar (and its ETA) moves with the running trials' steps
+            before = self.shares.get(payload["id"], 0.0)
+            self.shares[payload["id"]] = max(before, payload["share"])
+            self.advance(self.shares[payload["id"]] - before)
         elif kind == "trial_end":
             self._trial_end(payload)
 
@@ -264,7 +272,7 @@ class SweepDisplay(EventDisplay):
 
     def _trial_end(self, p: dict[str, Any]) -> None:
         r = p["record"]
-        self.advance()
+        self.advance(1.0 - self.shares.pop(r.get("id", ""), 0.0))
         head = f"  [{p['done']}/{p['total']}] {r['id']}  {_escape(r.get('label', ''))}  seed {r['seed']}"
         if r["status"] == "ok":
             line = f"{head}: ok · {p['metric']} {p['score']:.4f} · {r['seconds']:.1f} s"

@@ -166,8 +166,13 @@ class RunLock:
             except FileNotFoundError:
                 pass
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        except OSError as e:  # a full disk: no holder recorded, so hold nothing
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise OSError(e.errno, f"cannot write {self.path}: {e.strerror}") from None
         self.fd = fd
         remove_stale_temporaries(self.path.parent)  # nobody else writes here now
         return self

@@ -255,3 +255,24 @@ def test_progress_bars_show_an_eta(monkeypatch):
     display.progress.stop()
     assert "TimeRemainingColumn" in columns
     assert display.progress.tasks[0].completed == 2.5
+
+
+def test_the_sweep_bar_moves_with_the_steps_of_running_trials(tmp_path, monkeypatch):
+    from igm_cli.sweep import plan_sweep, run_sweep
+
+    events = []
+    plan = plan_sweep("mfeat", TINY_SETS, ["gm.tau=0.1,1"], [], None, 0, None)
+    run_sweep(plan, tmp_path / "sw", on_event=lambda kind, payload: events.append((kind, payload)))
+    kinds = [k for k, _ in events]
+    assert kinds.count("trial_end") == 2
+    first_end = kinds.index("trial_end")
+    shares = [p["share"] for k, p in events[:first_end] if k == "trial_progress"]
+    assert len(shares) > 10 and shares == sorted(shares) and shares[-1] == 1.0
+    # the display adds up to one unit per trial: steps, then the rest at the trial's end
+    out = io.StringIO()
+    monkeypatch.setattr(console, "console", Console(file=out, width=100, force_terminal=True))
+    display = console.SweepDisplay()
+    for kind, payload in events:
+        display.on_event(kind, payload)
+    assert display.progress.tasks[0].completed == pytest.approx(2.0)
+    display.progress.stop()

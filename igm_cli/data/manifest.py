@@ -8,6 +8,7 @@ a finished one.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -110,6 +111,28 @@ def library_versions(media: bool = False, libraries: tuple[str, ...] = ()) -> di
     return versions | {name: version(name) for name in libraries}
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save naming the file on failure: numpy reports a full disk as "N requested and M written"."""
+    try:
+        np.save(path, array, allow_pickle=False)
+    except OSError as e:
+        raise _write_error(e, path) from None
+
+
+def write_text(path: Path, text: str) -> None:
+    """Path.write_text naming the file on failure."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise _write_error(e, path) from None
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    if e.errno:
+        return OSError(e.errno, f"cannot write {path}: {e.strerror}")
+    return OSError(errno.ENOSPC, f"cannot write {path}: {e} (short write: is the disk full?)")
+
+
 def partial_dir(out: Path) -> Path:
     """Where the output of `out` is assembled (and a re-run finds what to resume)."""
     return out.with_name(f".{out.name}.partial")
@@ -131,7 +154,7 @@ def write_prepared(
     for split, named in arrays.items():
         (tmp / split).mkdir(parents=True)
         for name, array in named.items():
-            np.save(array_path(tmp, split, name), np.ascontiguousarray(array), allow_pickle=False)
+            save_npy(array_path(tmp, split, name), np.ascontiguousarray(array))
     return finish_prepared(
         tmp, out, dataset=dataset, classes=classes, preprocessing=preprocessing, source=source
     )
@@ -171,7 +194,7 @@ def finish_prepared(
         source=source,
         skipped=skipped or {},
     )
-    (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=2))
+    write_text(tmp / "manifest.json", manifest.model_dump_json(indent=2))
     _swap_into_place(tmp, Path(out))
     return manifest
 

@@ -8,6 +8,7 @@ marked done is on disk; an unmatched or damaged partial directory is started afr
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -19,6 +20,7 @@ import numpy as np
 from numpy.lib.format import open_memmap
 
 from ..errors import DataError
+from .manifest import save_npy, write_text
 
 REASONS = (
     "missing audio",
@@ -40,11 +42,12 @@ Shapes = dict[str, tuple[tuple[int, ...], str]]  # modality → (per-row shape, 
 def _open_rows(path: Path, rows: int, shape: tuple[int, ...], dtype: str, create: bool) -> np.ndarray:
     """A writable (rows, *shape) array backed by `path` (mmap cannot map zero rows)."""
     if rows == 0 and create:
-        np.save(path, np.zeros((0, *shape), dtype), allow_pickle=False)
+        save_npy(path, np.zeros((0, *shape), dtype))
     if rows == 0:
         array = np.load(path, allow_pickle=False)
     elif create:
         array = open_memmap(path, mode="w+", dtype=dtype, shape=(rows, *shape))
+        _reserve(path)
     else:
         array = np.load(path, mmap_mode="r+", allow_pickle=False)
     if array.shape != (rows, *shape) or str(array.dtype) != dtype:
@@ -52,9 +55,25 @@ def _open_rows(path: Path, rows: int, shape: tuple[int, ...], dtype: str, create
     return array
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a new memmap's blocks now, so a full disk is an error naming the file.
+
+    Without it, a decoded row written into a page the disk cannot hold is a SIGBUS.
+    """
+    if not hasattr(os, "posix_fallocate"):
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return  # a file system without fallocate: nothing reserved, nothing lost
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
+
+
 def _save_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
+    save_npy(tmp, array)
     os.replace(tmp, path)
 
 
@@ -101,7 +120,7 @@ class Staging:
                 raise
             return False
         if create:  # last: only a complete skeleton is ever resumed
-            meta.write_text(json.dumps({"fingerprint": fingerprint}))
+            write_text(meta, json.dumps({"fingerprint": fingerprint}))
         return True
 
     def pending(self) -> list[tuple[str, int, Any]]:
@@ -158,8 +177,8 @@ class Staging:
                 for name, (shape, dtype) in self.shapes.items():
                     _compact(self.root / split / f"{name}.npy", keep, shape, dtype)
             labels = np.array([c.label for c in clips], dtype=np.int64)
-            np.save(self.root / split / "labels.npy", labels, allow_pickle=False)
-            (self.root / split / "ids.txt").write_text("".join(f"{c.id}\n" for c in clips))
+            save_npy(self.root / split / "labels.npy", labels)
+            write_text(self.root / split / "ids.txt", "".join(f"{c.id}\n" for c in clips))
             os.remove(self.root / f"status-{split}.npy")
         os.remove(self.root / "plan.json")
 

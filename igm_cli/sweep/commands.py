@@ -71,7 +71,12 @@ def run_sweep(
     )
     try:
         with sigterm_as_interrupt():
-            execute([_job(out, t, data_dir, device) for t in todo], jobs, _progress(emit, len(todo), metric))
+            execute(
+                [_job(out, t, data_dir, device) for t in todo],
+                jobs,
+                _progress(emit, len(todo), metric),
+                lambda trial, share: emit("trial_progress", {"id": trial, "share": share}),
+            )
     except KeyboardInterrupt:
         report = build_report(out, doc, [t.id for t in mine], metric)
         raise SweepInterrupted(

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -23,6 +24,7 @@ from ..errors import EXIT_INTERRUPTED, CheckpointError, IgmError, UsageError
 from .files import read_json, trial_path, write_json_atomic
 
 Record = dict[str, Any]
+Progress = Callable[[str, float], None]  # (trial id, share of its steps done)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class TrialJob:
     device: str | None = None
 
 
-def run_trial(job: TrialJob) -> Record:
+def run_trial(job: TrialJob, progress: Progress | None = None) -> Record:
     """Train one trial and record its outcome; a failure is recorded, never raised."""
     path = trial_path(Path(job.out), job.id)
     previous = read_json(path) or {}
@@ -58,7 +60,7 @@ def run_trial(job: TrialJob) -> Record:
     write_json_atomic(path, record)
     started = time.perf_counter()
     try:
-        results = _train(job)
+        results = _train(job, _step_events(job.id, progress))
         record.update(status="ok", selection=results["selection"], val=results["val"], test=results["test"])
     except KeyboardInterrupt:
         record.update(status="interrupted", error="interrupted", exit_code=EXIT_INTERRUPTED)
@@ -75,7 +77,30 @@ def run_trial(job: TrialJob) -> Record:
     return record
 
 
-def _train(job: TrialJob) -> dict[str, Any]:
+def _step_events(trial: str, progress: Progress | None) -> Callable[[str, dict[str, Any]], None] | None:
+    """A trainer event sink reporting the share of the trial's steps done (at most 100 times)."""
+    if progress is None:
+        return None
+    where = {"done": 0, "total": 1, "sent": -1}
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "run_start":
+            per_epoch, state = payload["batches_per_epoch"], payload["state"]
+            where["total"] = max(1, payload["total_epochs"] * per_epoch)
+            where["done"] = state["epochs_done"] * per_epoch + state["batch"]
+        elif kind == "step":
+            where["done"] += 1
+        else:
+            return
+        share = min(1.0, where["done"] / where["total"])
+        if int(share * 100) != where["sent"]:
+            where["sent"] = int(share * 100)
+            progress(trial, share)
+
+    return on_event
+
+
+def _train(job: TrialJob, on_event=None) -> dict[str, Any]:
     """A fresh run, or the continuation of this trial's interrupted one (exact resume)."""
     from ..pipeline import train
     from ..presets import preset_from_json
@@ -85,11 +110,18 @@ def _train(job: TrialJob) -> dict[str, Any]:
     unfinished = _latest_run(runs, unfinished=True)
     if unfinished is not None:
         try:
-            return train(None, resume=str(unfinished), runs_dir=runs, data_dir=data_dir, device=job.device)
+            return train(
+                None,
+                resume=str(unfinished),
+                runs_dir=runs,
+                data_dir=data_dir,
+                device=job.device,
+                on_event=on_event,
+            )
         except (CheckpointError, UsageError):
             pass  # no usable last.safetensors: start this trial afresh
     preset = preset_from_json(job.preset, f"trial {job.id}")
-    return train(preset, data_dir=data_dir, runs_dir=runs, device=job.device)
+    return train(preset, data_dir=data_dir, runs_dir=runs, device=job.device, on_event=on_event)
 
 
 def _latest_run(runs: Path, unfinished: bool = False) -> Path | None:
@@ -110,20 +142,31 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------- execution
 
 
-def execute(jobs: list[TrialJob], workers: int, on_record: Callable[[Record], None]) -> None:
-    """Run trials in this process (workers = 1) or in `workers` spawned processes."""
+def execute(
+    jobs: list[TrialJob],
+    workers: int,
+    on_record: Callable[[Record], None],
+    on_progress: Progress | None = None,
+) -> None:
+    """Run trials in this process (workers = 1) or in `workers` spawned processes.
+
+    `on_progress(trial id, share)` hears about the steps of running trials (from workers
+    through a queue read by a thread here), so a progress bar moves between finished trials.
+    """
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            on_record(run_trial(job))
+            on_record(run_trial(job, on_progress))
         return
     # spawn, not fork: forking a process that has used torch's thread pools can deadlock
     context = multiprocessing.get_context("spawn")
-    stop = context.Event()
+    stop, queue = context.Event(), context.Queue()
+    reader = threading.Thread(target=_read_progress, args=(queue, on_progress), daemon=True)
+    reader.start()
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
         mp_context=context,
         initializer=_worker_init,
-        initargs=(stop,),
+        initargs=(stop, queue if on_progress else None),
     )
     futures = {pool.submit(_run_in_worker, job): job for job in jobs}
     try:
@@ -136,17 +179,27 @@ def execute(jobs: list[TrialJob], workers: int, on_record: Callable[[Record], No
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        queue.put(None)
+        reader.join(timeout=5)
+
+
+def _read_progress(queue: Any, on_progress: Progress | None) -> None:
+    """Parent thread: pass the workers' (trial, share) messages on until the None sentinel."""
+    while (item := queue.get()) is not None:
+        if on_progress is not None:
+            on_progress(*item)
 
 
 _stop: Any = None  # in a worker process: the parent's "stop" event (set by _worker_init)
+_progress_queue: Any = None  # in a worker process: where step progress goes (or None)
 
 
-def _worker_init(stop: Any) -> None:
+def _worker_init(stop: Any, progress_queue: Any = None) -> None:
     """One torch thread per worker; Ctrl-C reaches a worker only through the parent."""
     import torch
 
-    global _stop
-    _stop = stop
+    global _stop, _progress_queue
+    _stop, _progress_queue = stop, progress_queue
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "setpgrp"):
@@ -160,7 +213,8 @@ def _run_in_worker(job: TrialJob) -> Record:
     try:
         if _stop is not None and _stop.is_set():  # checked after the handlers: no signal is lost
             return {"id": job.id, "status": "not started"}
-        return run_trial(job)
+        queue = _progress_queue
+        return run_trial(job, (lambda trial, share: queue.put((trial, share))) if queue is not None else None)
     except KeyboardInterrupt:
         return read_json(trial_path(Path(job.out), job.id)) or {"id": job.id, "status": "interrupted"}
     finally:

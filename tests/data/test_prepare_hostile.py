@@ -94,3 +94,27 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_full_disk_during_prepare_names_the_file_and_leaves_no_finished_output(tmp_path, monkeypatch):
+    import numpy as np
+
+    from igm_cli.data import manifest
+
+    real, calls = np.save, []
+
+    def short_write(path, array, **kwargs):  # what numpy raises when the disk fills mid-write
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("91200 requested and 48096 written")
+        real(path, array, **kwargs)
+
+    monkeypatch.setattr(manifest.np, "save", short_write)
+    result = runner.invoke(app, ["prepare", "mfeat", "--out", str(tmp_path / "mf")])
+    assert result.exit_code == 1
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in result.stderr
+    assert f"cannot write {calls[2]}" in line and "disk full" in line
+    assert not (tmp_path / "mf").exists()  # nothing a later train takes for prepared data
+    monkeypatch.setattr(manifest.np, "save", real)
+    assert runner.invoke(app, ["prepare", "mfeat", "--out", str(tmp_path / "mf")]).exit_code == 0

@@ -26,7 +26,13 @@ WordPiece tokenizer trained offline (bert-base-uncased cannot be downloaded here
   convert it to a tensor;
 - ratio = reader / on the fly.
 
-    python bench/data_pipeline.py [--clips 60] [--posts 120] [--only av|text-image] [--json]
+NVGesture (bench/nvgesture_pipeline.py, `--nvg-clips`): prepare with optical flow at
+--jobs 1 vs 2 (and the steady decode + flow rate of the worker pool), the prepared reader
+vs decoding both sensors' windows and computing the flow per sample, and TV-L1 vs
+Farneback per frame pair (`--nvg-flow` picks the flow of the prepare runs).
+
+    python bench/data_pipeline.py [--clips 60] [--posts 120] [--nvg-clips 8] [--nvg-flow farneback|tvl1]
+                                  [--only av|text-image|nvgesture] [--json]
 """
 
 from __future__ import annotations
@@ -193,14 +199,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--posts", type=int, default=120, help="text–image posts (a third per split)")
-    parser.add_argument("--only", choices=["av", "text-image"], help="run one of the two parts")
+    parser.add_argument("--nvg-clips", type=int, default=8, help="NVGesture clips (half train, half test)")
+    parser.add_argument("--nvg-flow", choices=["farneback", "tvl1"], default="farneback")
+    parser.add_argument("--only", choices=["av", "text-image", "nvgesture"], help="run one of the parts")
     parser.add_argument("--json", action="store_true", help="only the JSON document")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    doc = {} if args.only == "text-image" else av_rates(args)
-    if args.only != "av":
+    doc = av_rates(args) if args.only in (None, "av") else {}
+    if args.only in (None, "text-image"):
         doc["text_image"] = text_image_rates(args.posts)
         if not args.json:
             ti = doc["text_image"]
@@ -213,6 +221,14 @@ def main() -> None:
                 file=sys.stderr,
             )
             print(f"text–image prepared reader / on the fly: {ti['ratio_split_batches']}×", file=sys.stderr)
+    if args.only in (None, "nvgesture"):
+        from bench.nvgesture_pipeline import report, run
+
+        with tempfile.TemporaryDirectory() as tmp:
+            doc["nvgesture"] = run(Path(tmp), args.nvg_clips, args.nvg_flow)
+        if not args.json:
+            report(doc["nvgesture"], lambda line: print(line, file=sys.stderr))
+    # other work on the machine skews the timings: the load average is part of the record
     doc |= {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(doc, indent=2))
 

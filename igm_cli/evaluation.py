@@ -32,7 +32,7 @@ def evaluate_checkpoint(
     data = open_data(preset, data_dir or (stored if stored and stored.exists() else None))
     _check_same_classes(data, info["classes"])
     torch_device = resolve_device(device)
-    model = build_for(preset, info, torch_device)
+    model = build_for(preset, info, torch_device, pretrained=False)
     used_threads = use_threads(threads, model)
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     batches = SplitBatches(data.split(split), trained_modalities(preset), torch_device)

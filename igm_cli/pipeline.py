@@ -152,13 +152,26 @@ def trained_modalities(preset: Preset) -> list[str]:
     return list(schedule[0].active) if preset.method == "unimodal" else preset.modality_names
 
 
-def build_for(preset: Preset, info: dict[str, Any], device: torch.device) -> LateFusionModel:
-    """Seed, then build the model (initialisation is reproducible from the seed)."""
+def build_for(
+    preset: Preset, info: dict[str, Any], device: torch.device, pretrained: bool = True
+) -> LateFusionModel:
+    """Seed, then build the model (initialisation is reproducible from the seed).
+
+    `pretrained=False` when a checkpoint's weights are loaded next: encoder weight files
+    (`encoder.weights`) are then not read, so a checkpoint needs nothing but itself.
+    """
     torch.manual_seed(preset.seed)
     keep = trained_modalities(preset)
-    spec = preset.model_copy(update={"modalities": [m for m in preset.modalities if m.name in keep]})
+    modalities = [m if pretrained else _without_weights(m) for m in preset.modalities if m.name in keep]
+    spec = preset.model_copy(update={"modalities": modalities})
     model = build_model(spec, info["input_shapes"], len(info["classes"]), info.get("encoder_configs"))
     return model.to(device)
+
+
+def _without_weights(modality):
+    if getattr(modality.encoder, "weights", None) is None:
+        return modality
+    return modality.model_copy(update={"encoder": modality.encoder.model_copy(update={"weights": None})})
 
 
 # ---------------------------------------------------------------- checkpoint sink
@@ -283,7 +296,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         torch_device = resolve_device(preset.device)
         data = open_data(preset, data_dir)
         info = model_info(preset, data, data_dir)
-        model = build_for(preset, info, torch_device)
+        model = build_for(preset, info, torch_device, pretrained=resumed is None)
         info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
         # recorded in config.yaml and checkpoints: a resume runs on as many threads (bitwise equal)
         preset = preset.model_copy(update={"threads": use_threads(threads or preset.threads, model)})

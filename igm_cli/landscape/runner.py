@@ -78,7 +78,7 @@ def load_model(path: Path | str, device: torch.device) -> Loaded:
     """Rebuild the model of a checkpoint from the file alone."""
     checkpoint = load_checkpoint(path)
     preset = preset_from_json(checkpoint.preset, str(checkpoint.path))
-    model = build_for(preset, checkpoint.model_info, device)
+    model = build_for(preset, checkpoint.model_info, device, pretrained=False)
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     name = f"{checkpoint.path.resolve().parent.name}/{checkpoint.path.stem}"
     return Loaded(name, checkpoint, preset, model)

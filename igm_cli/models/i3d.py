@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import DataError
+
 TEMPORAL_STRIDE = 8  # Conv3d_1a, MaxPool3d_4a and MaxPool3d_5a each halve time
 
 # name → (output channels of the six Inception convolutions b0, b1a, b1b, b2a, b2b, b3b)
@@ -145,5 +147,5 @@ class I3D(nn.Module):
         return x.mean(dim=(2, 3, 4))  # (B, out_dim)
 
 
-class InputTooShort(ValueError):
-    """A clip with fewer frames than the network needs."""
+class InputTooShort(DataError):
+    """A clip with fewer frames than the network needs (data that does not fit: exit 3)."""

@@ -5,12 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from igm_cli.checkpoint import load_checkpoint
 from igm_cli.cli import app
 from igm_cli.data.flow import FlowSpec, clip_flow, dequantise
 from igm_cli.data.prepared import PreparedDataset
+from igm_cli.models.i3d import I3D
 from tests.raw_factories import frame_value
 from tests.raw_nvgesture import TRAIN_LIST, make_nvgesture
 
@@ -178,9 +180,18 @@ def test_flow_of_a_translating_pattern_points_the_right_way(method):
 def test_prepare_verify_train_eval_and_the_three_modality_cycle(prepared, tmp_path):
     out, _, _ = prepared
     assert runner.invoke(app, ["prepare", "nvgesture", "--verify", str(out)]).exit_code == 0
+    # converted "public" weights (tiny width, pytorch-i3d layout): RGB for rgb and depth, flow for flow
+    sets = tiny_sets()
+    for name, channels, modalities in (("rgb", 3, ("rgb", "depth")), ("flow", 2, ("flow",))):
+        torch.save(dict(I3D(channels, width_divisor=16).state_dict()), tmp_path / f"{name}.pt")
+        converted = tmp_path / "weights" / f"i3d-{name}.safetensors"
+        assert (
+            runner.invoke(app, ["convert", "i3d", str(tmp_path / f"{name}.pt"), str(converted)]).exit_code
+            == 0
+        )
+        sets += [arg for m in modalities for arg in ("--set", f"modalities.{m}.encoder.weights={converted}")]
     result = runner.invoke(
-        app,
-        ["train", "--preset", "nvgesture", "--data", str(out), *tiny_sets(), "--runs-dir", "runs", "--json"],
+        app, ["train", "--preset", "nvgesture", "--data", str(out), *sets, "--runs-dir", "runs", "--json"]
     )
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
@@ -196,9 +207,19 @@ def test_prepare_verify_train_eval_and_the_three_modality_cycle(prepared, tmp_pa
     assert "stage 3: train depth for 1 epochs; T from flow on head.0, head.2, head.3" in result.stderr
     last = load_checkpoint(results["run_dir"] + "/last.safetensors")
     assert {k.split(".")[2] for k in last.tensors if k.startswith("gm.T.")} == {"depth", "rgb", "flow"}
+    shutil.rmtree(tmp_path / "weights")  # the checkpoint alone rebuilds the model
     evaluated = runner.invoke(app, ["eval", results["checkpoint"], "--data", str(out), "--json"])
     assert evaluated.exit_code == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["metrics"]["fused"] == pytest.approx(results["test"]["fused"])
+    entropy = runner.invoke(
+        app, ["eval", results["checkpoint"], "--data", str(out), "--fusion", "entropy", "--json"]
+    )
+    assert entropy.exit_code == 0 and set(json.loads(entropy.stdout)["metrics"]) == {
+        "depth",
+        "rgb",
+        "flow",
+        "fused",
+    }
 
 
 def test_too_few_frames_for_the_encoder_is_one_line_naming_the_minimum(prepared):

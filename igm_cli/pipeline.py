@@ -157,8 +157,8 @@ def build_for(
 ) -> LateFusionModel:
     """Seed, then build the model (initialisation is reproducible from the seed).
 
-    `pretrained=False` when a checkpoint's weights are loaded next: encoder weight files
-    (`encoder.weights`) are then not read, so a checkpoint needs nothing but itself.
+    `pretrained=False` when a checkpoint's weights are loaded next: I3D weight files
+    (`encoder.weights`) are then not read, so such a checkpoint needs nothing but itself.
     """
     torch.manual_seed(preset.seed)
     keep = trained_modalities(preset)
@@ -169,7 +169,8 @@ def build_for(
 
 
 def _without_weights(modality):
-    if getattr(modality.encoder, "weights", None) is None:
+    """Drop an I3D weight file (its architecture, unlike BERT's or ResNet-50's, never comes from it)."""
+    if modality.encoder.name != "i3d" or modality.encoder.weights is None:
         return modality
     return modality.model_copy(update={"encoder": modality.encoder.model_copy(update={"weights": None})})
 

@@ -208,6 +208,6 @@ def fill(
             if time.monotonic() - last > 10 or n == len(todo):  # checkpoint and report every 10 s
                 last = time.monotonic()
                 staging.checkpoint()
-                opts.say(f"  {n}/{len(todo)} {unit}, {n / max(last - start, 1e-9):.1f} {unit}/s")
+                opts.say(f"  {n}/{len(todo)} {unit}, {n / max(last - start, 1e-9):.3g} {unit}/s")
     finally:
         staging.checkpoint()

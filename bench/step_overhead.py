@@ -39,8 +39,10 @@ from igm_cli.engine.batches import SplitBatches, epoch_order
 from igm_cli.engine.flat_projector import FlatProjector
 from igm_cli.engine.optim import build_optimizer
 from igm_cli.engine.sam import SamStep, frozen_bn_stats
-from igm_cli.engine.stages import Stage, StageSchedule
+from igm_cli.engine.stages import Stage
 from igm_cli.engine.trainer import Trainer, TrainerConfig
+from igm_cli.methods import get_method
+from igm_cli.methods.igm import Igm
 from igm_cli.pipeline import build_for, model_info, open_data
 from igm_cli.presets import Preset, resolve_preset
 
@@ -82,28 +84,27 @@ class Bench:
 
 def make_bench(name: str, description: str, preset: Preset, model, train: SplitBatches) -> Bench:
     """Stage 2 of the IGM schedule trains modality 0 under modality 1's T (the real path)."""
-    stage = StageSchedule.from_preset(preset)[2]
+    method = Igm(preset)
+    stage = method.schedule()[2]
     active, source = stage.active[0], stage.source
-    projector = FlatProjector(preset.gm.tau)
+    projector = method.projector
     order = epoch_order(len(train), preset.seed, 1, 0)
     source_branch = model.branch(source)
     batches = (source_branch.prepare(x[source], train=False) for x, _ in train.iterate(BATCH, order))
     projector.collect(model, source, batches)
-    paired = projector.begin_stage(model, active, source)
+    paired = method.begin_stage(model, stage, None)
     assert len(paired) == 3, f"T must act on all three head Linears (paired {paired})"
 
-    joint_loss = preset.baseline.joint_loss  # unused: one active branch
-    config = TrainerConfig(BATCH, 256, preset.fusion, preset.selection, joint_loss, preset.seed)
+    config = TrainerConfig(BATCH, 256, preset.fusion, preset.selection, preset.seed)
 
     def trainer(rho: float) -> Trainer:
         return Trainer(
             model,
-            StageSchedule([stage]),
+            method,
             make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
             lr_at=lambda epoch, epochs: preset.optimizer.lr,
             train=train,
             val=train,
-            projector=projector,
             sam=SamStep(rho),
             config=config,
             sink=NullSink(),
@@ -115,6 +116,7 @@ def make_bench(name: str, description: str, preset: Preset, model, train: SplitB
     batches = [(model.prepare(stored, train=True), y) for stored, y in train.iterate(BATCH, order)]
     batches = [b for b in batches if len(b[1]) == BATCH]
     branch = model.branch(active)
+    (substep,) = method.substeps(model, stage, params)
     optimizers = {v: build_optimizer(preset.optimizer, params) for v in VARIANTS}
     start_weights = {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -133,8 +135,8 @@ def make_bench(name: str, description: str, preset: Preset, model, train: SplitB
 
     steps = {
         "plain": plain,
-        "sam_on": lambda inputs, y: sam_on._step(stage, optimizers["sam_on"], params, inputs, y),
-        "sam_off": lambda inputs, y: sam_off._step(stage, optimizers["sam_off"], params, inputs, y),
+        "sam_on": lambda inputs, y: sam_on._step(substep, optimizers["sam_on"], inputs, y),
+        "sam_off": lambda inputs, y: sam_off._step(substep, optimizers["sam_off"], inputs, y),
     }
     return Bench(name, description, model, stage, projector, steps, sam_on, params, batches, reset)
 
@@ -278,6 +280,125 @@ def measure_fixed(bench: Bench, n: int, budget_seconds: float) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- per method
+
+METHOD_ORDER = ("joint", "igm", "mie", "mla", "dgl")
+
+
+def method_step(preset: Preset, info: dict, train: SplitBatches) -> tuple[Callable, Callable]:
+    """One batch of the preset's method through the engine's own Trainer._step (and a reset).
+
+    igm/mie train their second stage, under the T their first stage's modality produced;
+    SAM runs with the method's own ρ (the preset's sam.rho for igm/mie, sam.baseline_rho = 0
+    for the others).
+    """
+    method = get_method(preset)
+    torch.manual_seed(0)
+    model = method.build_model(info["input_shapes"], len(info["classes"])).to(DEVICE)
+    clip = preset.optimizer.clip_norm
+    config = TrainerConfig(BATCH, 256, method.fusion, preset.selection, preset.seed, clip)
+    trainer = Trainer(
+        model, method, make_optimizer=None, lr_at=None, train=train, val=train,
+        sam=SamStep(method.sam_rho), config=config, sink=NullSink(),
+    )  # fmt: skip
+    schedule = method.schedule()
+    stage = schedule[1] if len(schedule) > 1 else schedule[0]
+    if stage.index == 1:
+        order = epoch_order(len(train), preset.seed, 0, 0)
+
+        def batches_for(m: str):
+            return (model.branch(m).prepare(x[m], train=False) for x, _ in train.iterate(BATCH, order))
+
+        method.end_stage(model, schedule[0], batches_for)
+    params = trainer._activate(stage)
+    method.begin_stage(model, stage, None)
+    substeps = method.substeps(model, stage, params)
+    optimizer = build_optimizer(preset.optimizer, params)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step(inputs, labels):
+        for substep in substeps:
+            trainer._step(substep, optimizer, inputs, labels)
+
+    def reset():
+        model.load_state_dict(start)
+        optimizer.state.clear()
+
+    return step, reset
+
+
+def measure_methods(name: str, preset_name: str, sets: list[str], info: dict, train, rounds, block_seconds):
+    """Seconds per batch of every method on the same batches; ratios to the plain joint step."""
+    variants = {}
+    for m in METHOD_ORDER:
+        preset = resolve_preset(preset_name, [*sets, f"method={m}", f"data.batch_size={BATCH}"])
+        variants[m] = method_step(preset, info, train)
+    order = epoch_order(len(train), 0, 0, 0)
+    model_inputs = get_method(resolve_preset(preset_name, sets)).build_model(
+        info["input_shapes"], len(info["classes"])
+    )  # only its input pipelines are used, to prepare the shared batches once
+    batches = [(model_inputs.prepare(x, train=True), y) for x, y in train.iterate(BATCH, order)]
+    batches = [b for b in batches if len(b[1]) == BATCH]
+
+    def block(m: str, n: int) -> float:
+        step, reset = variants[m]
+        reset()
+        gc.collect()
+        start = time.perf_counter()
+        for i in range(n):
+            step(*batches[i % len(batches)])
+        return (time.perf_counter() - start) / n
+
+    sizes = {}
+    for m in METHOD_ORDER:
+        block(m, 3)  # warm-up
+        sizes[m] = max(3, round(block_seconds / block(m, 5)))
+    times: dict[str, list[float]] = {m: [] for m in METHOD_ORDER}
+    for r in range(rounds):
+        for m in METHOD_ORDER[r % 5 :] + METHOD_ORDER[: r % 5]:
+            times[m].append(block(m, sizes[m]))
+    return {
+        "name": name,
+        "step_ms": {m: 1e3 * statistics.median(t) for m, t in times.items()},
+        "ratio": {
+            m: statistics.median(a / j for a, j in zip(t, times["joint"], strict=True))
+            for m, t in times.items()
+        },  # noqa: E501
+        "rounds": rounds,
+    }
+
+
+def method_models() -> list[tuple[str, str, list[str], dict, SplitBatches]]:
+    """(name, preset, sets, model info, train batches): mfeat's MLPs and the crema-d ResNet-18s."""
+    mfeat = resolve_preset("mfeat")
+    data = open_data(mfeat, None)
+    out = [("mfeat", "mfeat", [], model_info(mfeat, data, None),
+            SplitBatches(data.split("train"), mfeat.modality_names, DEVICE))]  # fmt: skip
+    rng = np.random.default_rng(0)
+    n = 8 * BATCH
+    split = SplitArrays(
+        {
+            "audio": rng.standard_normal((n, 257, 188), dtype=np.float32),
+            "video": rng.integers(0, 256, (n, 1, 3, 64, 64), dtype=np.uint8),
+        },
+        rng.integers(0, 6, n),
+    )
+    shapes = {"audio": [257, 188], "video": [1, 3, 64, 64]}
+    info = {"input_shapes": shapes, "classes": [str(c) for c in range(6)]}
+    sets = ["modalities.video.input.size=64"]
+    out.append(("resnet18", "crema-d", sets, info, SplitBatches(split, ["audio", "video"], DEVICE)))
+    return out
+
+
+def print_methods(rows: list[dict]) -> None:
+    print("\nper method: one batch (all its optimizer steps) relative to a plain joint step")
+    print("(same model, batch and optimizer; SAM with each method's own rho)")
+    print(f"  {'model':<9} " + " ".join(f"{m:>14}" for m in METHOD_ORDER))
+    for row in rows:
+        cells = [f"{row['step_ms'][m]:7.1f}ms ×{row['ratio'][m]:.2f}" for m in METHOD_ORDER]
+        print(f"  {row['name']:<9} " + " ".join(f"{c:>14}" for c in cells))
+
+
 # ---------------------------------------------------------------- report
 
 LABELS = {
@@ -358,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (about 15 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--methods-only", action="store_true", help="only the per-method table")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -368,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = round(os.getloadavg()[0], 2)  # 1-min load average: others' work on the same cores
     started = time.perf_counter()
     models = []
-    for bench in (mfeat_bench(), paper_bench()):
+    method_rows = [
+        measure_methods(name, p, sets, info, train, 3 if args.quick else 9, 10 * block_seconds)
+        for name, p, sets, info, train in method_models()
+    ]
+    for bench in () if args.methods_only else (mfeat_bench(), paper_bench()):
         steps = measure_steps(bench, rounds, block_seconds, steps_budget)
         stage = bench.stage
         models.append(
@@ -402,13 +528,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "targets": TARGETS,
         "models": models,
+        "methods": method_rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()
     else:
-        print_table(results)
+        if models:
+            print_table(results)
+        print_methods(method_rows)
         print(f"\n({results['seconds']} s)")
     return 0
 

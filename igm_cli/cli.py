@@ -133,7 +133,9 @@ def eval_(
         Path, typer.Argument(help="A .safetensors checkpoint (or a run directory: its best).")
     ],
     split: Annotated[str, typer.Option(help="val or test.")] = "test",
-    fusion: Annotated[str | None, typer.Option(help="mean or entropy (default: the preset's).")] = None,
+    fusion: Annotated[
+        str | None, typer.Option(help="mean, entropy or entropy_logits (default: the method's).")
+    ] = None,
     data: DataOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -146,8 +148,8 @@ def eval_(
 
         if split not in ("train", "val", "test"):
             raise UsageError(f"--split must be train, val or test (got {split!r})")
-        if fusion not in (None, "mean", "entropy"):
-            raise UsageError(f"--fusion must be mean or entropy (got {fusion!r})")
+        if fusion not in (None, "mean", "entropy", "entropy_logits"):
+            raise UsageError(f"--fusion must be mean, entropy or entropy_logits (got {fusion!r})")
         return evaluate_checkpoint(
             checkpoint, split=split, fusion=fusion, data_dir=data, device=device or "cpu", threads=threads
         )
@@ -288,22 +290,25 @@ def presets_list(json_: JsonOpt = False) -> None:
 def presets_show(
     preset: Annotated[str, typer.Argument(help="Shipped name or path.")],
     set_: SetOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every key, also those the method ignores.")] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Print a preset fully resolved (defaults filled, --set applied) as YAML on stdout."""
+    """Print a preset resolved (defaults filled, --set applied), only the keys its method reads."""
 
     def run():
+        from .methods import method_view
         from .presets import resolve_preset
 
-        return resolve_preset(preset, set_ or [])
+        resolved = resolve_preset(preset, set_ or [])
+        return resolved.model_dump(mode="json") if all_ else method_view(resolved)
 
-    resolved = _guard(run)
+    view = _guard(run)
     if json_:
-        console.emit_json(resolved.model_dump(mode="json"))
+        console.emit_json(view)
     else:
-        from .presets import preset_to_yaml
+        import yaml
 
-        typer.echo(preset_to_yaml(resolved), nl=False)
+        typer.echo(yaml.safe_dump(view, sort_keys=False), nl=False)
 
 
 # ---------------------------------------------------------------- igm sweep

@@ -143,8 +143,8 @@ def resume_auto_line(p: dict[str, Any]) -> str:
 def results_table(results: dict[str, Any]) -> None:
     """Per-branch and fused metrics, validation (selected epoch) beside test."""
     table = Table(
-        title=f"{results['preset']} · {results['method']} · selected epoch "
-        f"{results['selection']['epoch']} by val {results['selection']['metric']}"
+        title=f"{results['preset']} · {results['method']} · SAM ρ {results.get('sam_rho', 0):g} · "
+        f"selected epoch {results['selection']['epoch']} by val {results['selection']['metric']}"
     )
     table.add_column("branch")
     for split in ("val", "test"):
@@ -327,7 +327,36 @@ def sweep_report(report: dict[str, Any]) -> None:
     console.print(table)
     if len(keys) == 2:
         _sweep_matrix(rows, keys, (split, chosen, name))
+    _sweep_paired(rows, keys, branches, (split, chosen, name))
     _sweep_footer(report)
+
+
+def _sweep_paired(rows: list[dict[str, Any]], keys: list[str], branches: list[str], metric) -> None:
+    """Method − reference method on the same seed (only when `method` is swept)."""
+    paired = [r for r in rows if r.get("paired")]
+    if not paired:
+        return
+    split, _, name = metric
+    reference = paired[0]["paired"]["reference"]
+    table = Table(title=f"paired difference vs {reference} (same seed) · {split} {name}, mean ± std")
+    for key in keys:
+        table.add_column(key)
+    table.add_column("seeds", justify="right")
+    for branch in branches:
+        table.add_column(branch, justify="right")
+    for r in paired:
+        stats = r["paired"]["metrics"][split]
+        cells = [_escape(r["labels"][k]) for k in keys] + [str(len(r["paired"]["seeds"]))]
+        cells += [_signed(stats.get(b, {}).get(name)) for b in branches]
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _signed(stats: dict[str, Any] | None) -> str:
+    if not stats or stats.get("mean") is None:
+        return "—"
+    std = stats.get("std")
+    return f"{stats['mean']:+.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
 def _sweep_matrix(rows: list[dict[str, Any]], keys: list[str], metric: tuple[str, str, str]) -> None:

@@ -21,6 +21,7 @@ PAPER_RHO = (1e-10, 1e-15)  # audio; image and text
 PAPER_COV_BATCH = 12  # every dataset but NVGesture (6)
 PAPER_SELECTION = {"twitter2015": "accuracy"}  # macro-F1 elsewhere (the released code's metric)
 
+IGM_LIKE = ("igm", "mie")  # methods whose paper is IGM's (SAM, GM, fusion checks); others list their own
 GENERAL: list[Check] = []
 BY_METHOD: dict[str, list[Check]] = {}
 
@@ -52,6 +53,8 @@ def _entry(switch: str, what: str) -> list[Deviation]:
 
 @check
 def _sam(preset: Preset) -> list[Deviation]:
+    if preset.method not in IGM_LIKE:
+        return []  # baselines use sam.baseline_rho, 0 by default: the plain method
     rho = preset.sam.rho
     if rho == 0:
         return _entry("sam.rho", "SAM off (ρ = 0): plain steps; the paper trains with SAM")
@@ -62,7 +65,7 @@ def _sam(preset: Preset) -> list[Deviation]:
 
 @check
 def _gm(preset: Preset) -> list[Deviation]:
-    if preset.method != "igm":
+    if preset.method not in IGM_LIKE:
         return []
     if not preset.gm.enabled:
         return _entry("gm.enabled", "GM off: no flat projection between stages (the paper's ablation)")
@@ -73,7 +76,7 @@ def _gm(preset: Preset) -> list[Deviation]:
 
 @check
 def _covariance_pass(preset: Preset) -> list[Deviation]:
-    if preset.method != "igm" or not preset.gm.enabled:
+    if preset.method not in IGM_LIKE or not preset.gm.enabled:
         return []
     out = []
     if any(m.input.kind == "frames" for m in preset.modalities):
@@ -92,7 +95,7 @@ def _covariance_pass(preset: Preset) -> list[Deviation]:
 
 @check
 def _fusion(preset: Preset) -> list[Deviation]:
-    if preset.fusion == "entropy":
+    if preset.method not in IGM_LIKE or preset.fusion in ("entropy", "entropy_logits"):
         return []
     return _entry("fusion", "fused by the mean of branch softmaxes; the paper states MLA's entropy weighting")
 

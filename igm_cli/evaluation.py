@@ -10,6 +10,7 @@ from .data.prepared import PreparedDataset
 from .engine.batches import SplitBatches
 from .engine.evaluate import evaluate_model
 from .errors import DataError
+from .methods import get_method
 from .pipeline import build_for, load_weights, open_data, resolve_device, trained_modalities
 from .presets import preset_from_json
 from .threads import use_threads
@@ -36,7 +37,7 @@ def evaluate_checkpoint(
     used_threads = use_threads(threads, model)
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     batches = SplitBatches(data.split(split), trained_modalities(preset), torch_device)
-    fusion = fusion or preset.fusion
+    fusion = fusion or get_method(preset).fusion
     metrics = evaluate_model(model, batches, preset.data.eval_batch_size, fusion)
     return {
         "checkpoint": str(checkpoint.path),

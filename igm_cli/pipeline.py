@@ -30,13 +30,12 @@ from .data.prepared import PreparedDataset
 from .deviations import deviations
 from .engine.batches import SplitBatches
 from .engine.evaluate import evaluate_model
-from .engine.flat_projector import FlatProjector, head_pairs
+from .engine.flat_projector import head_pairs
 from .engine.optim import build_optimizer, learning_rate
 from .engine.sam import SamStep
-from .engine.stages import StageSchedule
 from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict, state_to_dict
 from .errors import CheckpointError, DataError, DivergedError, Interrupted, PresetError, UsageError
-from .models import LateFusionModel, build_model
+from .methods import Method, get_method
 from .models.clip_input import clip_problems
 from .models.fusion_model import encoder_configs
 from .presets import Modality, Preset, preset_from_json, preset_to_yaml
@@ -148,23 +147,23 @@ def model_info(preset: Preset, data: PreparedDataset, data_dir: Path | None) -> 
 
 def trained_modalities(preset: Preset) -> list[str]:
     """Branches the run builds: a unimodal run builds only its one branch."""
-    schedule = StageSchedule.from_preset(preset)
-    return list(schedule[0].active) if preset.method == "unimodal" else preset.modality_names
+    return get_method(preset).trained_modalities()
 
 
 def build_for(
     preset: Preset, info: dict[str, Any], device: torch.device, pretrained: bool = True
-) -> LateFusionModel:
-    """Seed, then build the model (initialisation is reproducible from the seed).
+) -> torch.nn.Module:
+    """Seed, then build the method's model (initialisation is reproducible from the seed).
 
     `pretrained=False` when a checkpoint's weights are loaded next: I3D weight files
     (`encoder.weights`) are then not read, so such a checkpoint needs nothing but itself.
     """
     torch.manual_seed(preset.seed)
-    keep = trained_modalities(preset)
-    modalities = [m if pretrained else _without_weights(m) for m in preset.modalities if m.name in keep]
-    spec = preset.model_copy(update={"modalities": modalities})
-    model = build_model(spec, info["input_shapes"], len(info["classes"]), info.get("encoder_configs"))
+    if not pretrained:
+        preset = preset.model_copy(update={"modalities": [_without_weights(m) for m in preset.modalities]})
+    model = get_method(preset).build_model(
+        info["input_shapes"], len(info["classes"]), info.get("encoder_configs")
+    )
     return model.to(device)
 
 
@@ -181,8 +180,8 @@ def _without_weights(modality):
 class RunSink:
     """Writes the trainer's checkpoints and records into a run directory."""
 
-    def __init__(self, run_dir: Path, model, projector, preset: Preset, info: dict[str, Any]):
-        self.run_dir, self.model, self.projector = run_dir, model, projector
+    def __init__(self, run_dir: Path, model, method: Method, preset: Preset, info: dict[str, Any]):
+        self.run_dir, self.model, self.method = run_dir, model, method
         self.preset_json, self.info = preset.model_dump(mode="json"), info
         self.last_state: dict[str, Any] | None = None  # the state last.safetensors holds
 
@@ -195,7 +194,7 @@ class RunSink:
                 f"training diverged: {len(bad)} weight tensors are not finite (first {bad[0]}); "
                 f"{kind}.safetensors was not overwritten"
             )
-        tensors.update(self.projector.state_tensors())
+        tensors.update(self.method.state_tensors())
         extra = dict(extra or {})
         if kind == "last":
             tensors.update(rng_tensors())
@@ -301,7 +300,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
         # recorded in config.yaml and checkpoints: a resume runs on as many threads (bitwise equal)
         preset = preset.model_copy(update={"threads": use_threads(threads or preset.threads, model)})
-        projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled and preset.method == "igm")
+        method = get_method(preset)
         if run.run_dir is None:
             run.run_dir = create_run_dir(runs_dir, preset.name)
             held.enter_context(RunLock(run.run_dir))
@@ -311,12 +310,12 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         run_dir = run.run_dir
         if resumed is None:
             write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
-        sink = run.sink = RunSink(run_dir, model, projector, preset, info)
+        sink = run.sink = RunSink(run_dir, model, method, preset, info)
         modalities = trained_modalities(preset)
-        trainer = _build_trainer(preset, model, data, projector, sink, torch_device, on_event)
+        trainer = _build_trainer(preset, model, data, method, sink, torch_device, on_event)
         state, restore_optimizer = TrainState(), None
         if resumed is not None:
-            state, restore_optimizer = _restore(resumed, model, projector)
+            state, restore_optimizer = _restore(resumed, model, method)
             sink.last_state = state_to_dict(state)
             trim_metrics(run_dir / "metrics.jsonl", state.stage, state.epochs_done)
         emit(
@@ -332,7 +331,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
             },
         )
         state = trainer.fit(state, restore_optimizer)
-        results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, projector)
+        results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, method)
         results["resume"] = run.resume
         results["seconds"] = round(time.perf_counter() - started, 2)
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
@@ -380,25 +379,24 @@ def _last_good_note(run: _Run) -> str:
     )
 
 
-def _build_trainer(preset, model, data, projector, sink, device, on_event) -> Trainer:
+def _build_trainer(preset, model, data, method, sink, device, on_event) -> Trainer:
     """The Trainer with everything it needs injected (it never sees the preset)."""
-    modalities = trained_modalities(preset)
+    modalities = method.trained_modalities()
     return Trainer(
         model,
-        StageSchedule.from_preset(preset),
+        method,
         make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
         lr_at=lambda epoch, epochs: learning_rate(preset.schedule, preset.optimizer.lr, epoch, epochs),
         train=SplitBatches(data.split("train"), modalities, device),
         val=SplitBatches(data.split("val"), modalities, device),
-        projector=projector,
-        sam=SamStep(preset.sam.rho),
+        sam=SamStep(method.sam_rho),
         config=TrainerConfig(
             batch_size=preset.data.batch_size,
             eval_batch_size=preset.data.eval_batch_size,
-            fusion=preset.fusion,
+            fusion=method.fusion,
             selection=preset.selection,
-            joint_loss=preset.baseline.joint_loss,
             seed=preset.seed,
+            clip_norm=preset.optimizer.clip_norm,
         ),
         sink=sink,
         on_event=on_event,
@@ -419,9 +417,9 @@ def _open_resume(resume: str, held: ExitStack):
     return checkpoint
 
 
-def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable | None]:
+def _restore(checkpoint, model, method: Method) -> tuple[TrainState, Callable | None]:
     load_weights(model, checkpoint.group("model"), checkpoint.path)
-    projector.load_state_tensors(checkpoint.tensors)
+    method.load_state_tensors(checkpoint.tensors)
     restore_rng(checkpoint.tensors)
     state, meta = state_from_dict(checkpoint.state), checkpoint.extra["optimizer"]
     if meta is None:
@@ -433,17 +431,19 @@ def _restore(checkpoint, model, projector) -> tuple[TrainState, Callable | None]
     return state, lambda opt: load_optimizer_state(opt, checkpoint.tensors, meta)
 
 
-def _final_results(preset, run_dir, model, data, modalities, device, state, projector) -> dict[str, Any]:
+def _final_results(preset, run_dir, model, data, modalities, device, state, method) -> dict[str, Any]:
     """Reload the selected checkpoint and evaluate the test split once."""
     best = load_checkpoint(run_dir / "best.safetensors")
     load_weights(model, best.group("model"), best.path)
     test = SplitBatches(data.split("test"), modalities, device)
-    test_metrics = evaluate_model(model, test, preset.data.eval_batch_size, preset.fusion)
+    test_metrics = evaluate_model(model, test, preset.data.eval_batch_size, method.fusion)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
         "preset": preset.name,
         "dataset": preset.dataset,
         "method": preset.method,
+        "sam_rho": method.sam_rho,
+        "fusion": method.fusion,
         "recipe": preset.recipe,
         "modalities": modalities,
         "run_dir": str(run_dir),
@@ -457,8 +457,8 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, proj
         },
         "val": best.extra.get("val", {}),
         "test": test_metrics,
-        "stages": _stage_summaries(records, model, projector.enabled),
-        "deviations": deviations(preset),
+        "stages": _stage_summaries(records, model, method.uses_gm),
+        "deviations": deviations(preset) + method.deviations(),
         "steps": state.step,
         "epochs": state.epochs_done,
         "threads": preset.threads,

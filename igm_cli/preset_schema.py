@@ -274,6 +274,8 @@ class Optimizer(Section):
     """Weight decay (coupled L2 for sgd/adam, decoupled for adamw); not projected by T."""
     betas: tuple[Probability, Probability] = (0.9, 0.999)
     """Adam betas."""
+    clip_norm: Annotated[float, Field(gt=0)] | None = None
+    """Clip the global gradient norm of each step to this (null: no clipping; DGL's authors use 40)."""
 
 
 class Schedule(Section):
@@ -298,13 +300,17 @@ class Gm(Section):
     """Scaling factor τ of Eq. 4; T's eigenvalues lie in [exp(-τ), 1]."""
     scope: Literal["head"] = "head"
     """Layers GM acts on: the classification head (paper default)."""
+    targets: list[str] | None = None
+    """Modalities whose training T modifies (null: all); [video] is the paper's "w/o a-GM" (Table 3)."""
 
 
 class Sam(Section):
     """Sharpness-aware minimisation (Eq. 6–8)."""
 
     rho: Annotated[float, Field(ge=0)] = 0.05
-    """Radius ρ of the perturbation; 0 means a plain step with no second pass."""
+    """Radius ρ of IGM's (and MIE's) perturbation; 0 means a plain step with no second pass."""
+    baseline_rho: Annotated[float, Field(ge=0)] = 0.0
+    """ρ of every other method (joint, unimodal, mla, dgl); 0 = the plain method, as the papers' baselines."""
 
 
 class Data(Section):
@@ -327,6 +333,37 @@ class Baseline(Section):
     """unimodal: the branch to train; null = the first modality."""
 
 
+class Mla(Section):
+    """MLA (Zhang et al. CVPR 2024): one shared head, per-batch alternation, OWM projection."""
+
+    alpha: Annotated[float, Field(gt=0)] = 1.0
+    """α of the projector update P ← P − (P x̄)(P x̄)ᵀ/(α + x̄ᵀ P x̄) (scalar denominator, paper)."""
+    projection: Literal["paper", "released", "off"] = "paper"
+    """paper: the OWM projection as stated; released: the authors' code (no projection, batch-axis
+    entropy fusion; listed under deviations); off: no projection, per-sample fusion."""
+
+
+class Dgl(Section):
+    """DGL (Wei, Luo, Luo ICCV 2025): detached fusion module, unimodal losses by zeroing features."""
+
+    alpha: Annotated[float, Field(gt=0)] = 4.0
+    """Encoders receive α·∇Σ_m L_m (the authors use 4 on CREMA-D, 2–3 on Kinetics-Sounds)."""
+    fusion: Literal["concat", "sum"] = "concat"
+    """concat: Linear(Σd, C) on the concatenated features; sum: Σ_m Linear(d_m, C)(z_m)."""
+
+
+class Mie(Section):
+    """MIE (the IGM group's earlier paper): the choices its §3.2 leaves open."""
+
+    covariance: Literal["uncentred", "centred"] = "uncentred"
+    """uncentred: Σ_t z̄_t z̄_tᵀ (as IGM's Eq. 2); centred: Σ_t of each batch's covariance about z̄_t."""
+    layers: Literal["head", "penultimate"] = "head"
+    """head: T on every head Linear; penultimate: only the layer before the classifier (§3.2's example)."""
+
+
+MethodName = Literal["igm", "joint", "unimodal", "mla", "dgl", "mie"]
+
+
 class Preset(Section):
     """A complete, resolved description of one training run."""
 
@@ -338,8 +375,10 @@ class Preset(Section):
     """Dataset registry key; the prepared data must match it."""
     num_classes: Annotated[int, Field(gt=1)] | None = None
     """Classes the prepared data must have (null: whatever it has)."""
-    method: Literal["igm", "joint", "unimodal"] = "igm"
-    """igm (alternating stages + GM + SAM), joint (all branches at once) or unimodal."""
+    method: MethodName = "igm"
+    """igm (alternating stages + GM + SAM), joint (all branches at once), unimodal, mla, dgl or mie."""
+    method_defaults: dict[MethodName, dict] = {}
+    """Per-method settings applied under --set when that method is chosen (e.g. MLA's own lr)."""
     recipe: Literal["paper"] = "paper"
     """paper: the method as the paper states it (validation-split model selection)."""
     modalities: Annotated[list[Modality], Field(min_length=1)]
@@ -360,8 +399,15 @@ class Preset(Section):
     """Batching."""
     baseline: Baseline = Baseline()
     """Baseline methods."""
-    fusion: Literal["mean", "entropy"] = "mean"
-    """Late fusion of branch softmaxes: mean, or per-sample entropy weighting (MLA)."""
+    mla: Mla = Mla()
+    """Method mla."""
+    dgl: Dgl = Dgl()
+    """Method dgl."""
+    mie: Mie = Mie()
+    """Method mie."""
+    fusion: Literal["mean", "entropy", "entropy_logits"] = "mean"
+    """Late fusion: mean of softmaxes; entropy = per-sample entropy weights on the probabilities;
+    entropy_logits = the same weights on the logits, then softmax (MLA's own fusion)."""
     selection: MetricName = "macro_f1"
     """Validation metric of the fused model that selects the best epoch."""
     seed: int = 42
@@ -379,6 +425,9 @@ class Preset(Section):
             problems.append(f"modalities: names must be unique (got {names})")
         if self.method != "unimodal" and len(names) < 2:
             problems.append(f"modalities: method {self.method} needs at least 2 (got {names})")
+        unknown = [t for t in self.gm.targets or [] if t not in names]
+        if unknown:
+            problems.append(f"gm.targets: {unknown} not among the modalities {names}")
         if self.baseline.modality is not None and self.baseline.modality not in names:
             problems.append(f"baseline.modality: must be one of {names} (got {self.baseline.modality!r})")
         if problems:

@@ -18,6 +18,7 @@ from .preset_schema import (
     DatasetName,
     EncoderSpec,
     InputSpec,
+    MethodName,
     MlpEncoder,
     Modality,
     Optimizer,
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 
 
 # ---------------------------------------------------------------- loading
@@ -112,6 +114,46 @@ def _list_index(items: list[Any], part: str, where: str) -> int:
     raise PresetError(f"invalid --set: {where}: no list item with index or name {part!r}")
 
 
+def apply_method_defaults(raw: dict[str, Any], protected: set[str] = frozenset()) -> dict[str, Any]:
+    """Merge `method_defaults[<method>]` into the preset, below `--set` (the `protected` keys).
+
+    The section is consumed: a resolved preset (config.yaml, checkpoints) holds the merged
+    values and no `method_defaults`, so reading it back never applies them twice.
+    """
+    defaults = raw.pop("method_defaults", None) or {}
+    if not isinstance(defaults, dict):
+        raise PresetError("method_defaults: must map a method name to settings")
+    chosen = defaults.get(raw.get("method", "igm")) or {}
+    if not isinstance(chosen, dict):
+        raise PresetError(f"method_defaults.{raw.get('method', 'igm')}: must be a mapping of settings")
+    unknown = [m for m in defaults if m not in METHOD_NAMES]
+    if unknown:
+        raise PresetError(
+            f"method_defaults: unknown method {unknown[0]!r} (methods: {', '.join(METHOD_NAMES)})"
+        )
+
+    def merge(node: dict[str, Any], update: dict[str, Any], prefix: str) -> None:
+        for key, value in update.items():
+            path = f"{prefix}{key}"
+            if any(path == p or path.startswith(p + ".") or p.startswith(path + ".") for p in protected):
+                if isinstance(value, dict) and isinstance(node.get(key), dict):
+                    merge(node[key], value, path + ".")
+                continue
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                merge(node[key], value, path + ".")
+            else:
+                node[key] = value
+
+    merge(raw, chosen, "")
+    return raw
+
+
+def override_keys(sets: list[str] | tuple[str, ...] = (), flags: dict[str, Any] | None = None) -> set[str]:
+    """Dotted keys set by `--set` items and non-None flags (they win over method_defaults)."""
+    keys = {".".join(parse_override(item)[0]) for item in sets}
+    return keys | {k for k, v in (flags or {}).items() if v is not None}
+
+
 def validate_preset(raw: dict[str, Any], label: str) -> Preset:
     """Validate a raw mapping; every problem is reported as `path: message` on one line."""
     try:
@@ -132,13 +174,14 @@ def format_validation_error(e: ValidationError) -> str:
 
 
 def resolve_preset(source: str = "mfeat", sets: list[str] | tuple[str, ...] = (), **flags: Any) -> Preset:
-    """The one precedence chain: preset file < `--set key=value` < explicit flags (non-None)."""
+    """The one precedence chain: preset file < method_defaults < `--set key=value` < explicit flags."""
     label, raw = read_preset_source(source)
     for item in sets:
         apply_override(raw, *parse_override(item))
     for key, value in flags.items():
         if value is not None:
             apply_override(raw, key.split("."), value)
+    apply_method_defaults(raw, override_keys(sets, flags))
     return validate_preset(raw, label)
 
 

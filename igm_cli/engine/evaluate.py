@@ -10,7 +10,7 @@ import torch
 from igm_cli.models import LateFusionModel
 
 from .batches import SplitBatches
-from .fusion import fuse
+from .fusion import FUSED, fuse
 from .metrics import classification_metrics
 
 
@@ -40,17 +40,20 @@ def predict(
     with eval_mode(model):
         for inputs, y in batches.iterate(batch_size):
             for m, z in model(model.prepare(inputs, train=False)).items():
-                chunks[m].append(z.float())
+                chunks.setdefault(m, []).append(z.float())  # + 'fused' for a fusion module
             labels.append(y)
     return {m: torch.cat(z) for m, z in chunks.items()}, torch.cat(labels)
 
 
-def score(logits: dict[str, torch.Tensor], labels: torch.Tensor, fusion: str) -> dict[str, dict[str, float]]:
+def score(
+    logits: dict[str, torch.Tensor], labels: torch.Tensor, fusion: str, batch: int | None = None
+) -> dict[str, dict[str, float]]:
     """Metrics and loss for each branch and for the fused prediction ('fused')."""
     y = labels.cpu().numpy()
     results = {}
-    fused = fuse(logits, fusion)
-    for name, probs in [*((m, torch.softmax(z, -1)) for m, z in logits.items()), ("fused", fused)]:
+    fused = fuse(logits, fusion, batch)
+    branches = ((m, torch.softmax(z, -1)) for m, z in logits.items() if m != FUSED)
+    for name, probs in [*branches, ("fused", fused)]:
         loss = torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels)
         results[name] = {**classification_metrics(probs.cpu().numpy(), y), "loss": float(loss)}
     return results
@@ -61,4 +64,4 @@ def evaluate_model(
 ) -> dict[str, dict[str, float]]:
     """Predict then score; the keys are the modalities and 'fused'."""
     logits, labels = predict(model, batches, batch_size)
-    return score(logits, labels, fusion)
+    return score(logits, labels, fusion, batch_size)

@@ -15,7 +15,7 @@ from torch import nn
 from igm_cli.engine.evaluate import eval_mode
 from igm_cli.models import LateFusionModel
 
-from .projection import batch_mean_outer, project_grad_, projection_matrix, trace_ratio
+from .projection import batch_covariance, batch_mean_outer, project_grad_, projection_matrix, trace_ratio
 
 
 @dataclass
@@ -32,9 +32,13 @@ class ProjectedLayer:
 class FlatProjector:
     """Covariances and T per (modality, layer); applies the previous modality's T."""
 
-    def __init__(self, tau: float, enabled: bool = True):
+    def __init__(
+        self, tau: float, enabled: bool = True, centred: bool = False, last_hidden_only: bool = False
+    ):
         self.tau = tau
         self.enabled = enabled
+        self.centred = centred  # MIE option: per-batch covariance instead of z̄ z̄ᵀ
+        self.last_hidden_only = last_hidden_only  # MIE option: T only on the layer before the classifier
         self.cov: dict[str, dict[str, torch.Tensor]] = {}  # modality → layer → (d, d) float64
         self.T: dict[str, dict[str, torch.Tensor]] = {}  # modality → layer → (d, d) float64
         self._active: list[ProjectedLayer] = []
@@ -48,7 +52,7 @@ class FlatProjector:
 
         def hook(name: str):
             def accumulate(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-                y = batch_mean_outer(args[0])
+                y = batch_covariance(args[0]) if self.centred else batch_mean_outer(args[0])
                 cov[name] = cov[name] + y if name in cov else y
 
             return accumulate
@@ -85,6 +89,9 @@ class FlatProjector:
             zero = torch.zeros((), device=weight.device, dtype=torch.float64)
             T_w = T.to(device=weight.device, dtype=weight.dtype)
             self._active.append(ProjectedLayer(name, linear, T_w, zero.clone(), zero.clone()))
+        if self.last_hidden_only:  # mine is in forward order: the classifier is last
+            before = mine[-2][1] if len(mine) > 1 else None
+            self._active = [p for p in self._active if p.linear is before]
         self._active.reverse()  # forward order, for reports
         return [p.name for p in self._active]
 

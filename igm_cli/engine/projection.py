@@ -19,6 +19,13 @@ def batch_mean_outer(x: torch.Tensor) -> torch.Tensor:
     return torch.outer(z, z)
 
 
+def batch_covariance(x: torch.Tensor) -> torch.Tensor:
+    """(1/B) Σ_i (z_i − z̄)(z_i − z̄)ᵀ of one batch in float64 (MIE's centred option); x is (B, ..., d)."""
+    z = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+    centred = z - z.mean(0)
+    return centred.T @ centred / z.shape[0]
+
+
 def projection_matrix(cov: torch.Tensor, tau: float) -> torch.Tensor:
     """T = V exp(−τ (Λ − λmin I)/(λmax − λmin)) Vᵀ of a PSD matrix (Eq. 4), float64.
 

@@ -1,8 +1,9 @@
 """StageSchedule: which branches train when (Algorithm 1) and whose T acts on them.
 
-igm: stage s trains modalities[s mod m]; T comes from the previous modality in the cycle,
-k = mod(j + m − 2, m) + 1 (1-based), i.e. modalities[(s − 1) mod m].
-joint / unimodal: one stage in which the chosen branches train together, without GM.
+Each method builds its own schedule (igm_cli/methods); igm: stage s trains
+modalities[s mod m] and T comes from the previous modality in the cycle,
+k = mod(j + m − 2, m) + 1 (1-based), i.e. modalities[(s − 1) mod m]; the other methods
+train in one stage.
 """
 
 from __future__ import annotations
@@ -37,18 +38,10 @@ class StageSchedule:
 
     @classmethod
     def from_preset(cls, preset: Preset) -> StageSchedule:
-        """Build the schedule of the preset's method."""
-        names = preset.modality_names
-        if preset.method == "igm":
-            stages = []
-            for s, epochs in enumerate(preset.stages.epochs):
-                j = s % len(names) + 1
-                stages.append(Stage(s, (names[j - 1],), epochs, previous_modality(names, j)))
-            return cls(stages)
-        epochs = preset.baseline.epochs or max(igm_epochs_per_modality(preset).values())
-        if preset.method == "joint":
-            return cls([Stage(0, tuple(names), epochs, None)])
-        return cls([Stage(0, (unimodal_modality(preset),), epochs, None)])
+        """The schedule of the preset's method (each method module defines its own)."""
+        from igm_cli.methods import get_method
+
+        return get_method(preset).schedule()
 
     def __len__(self) -> int:
         return len(self.stages)

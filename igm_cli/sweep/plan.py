@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PresetError, UsageError
-from ..presets import apply_override, parse_override, read_preset_source, validate_preset
+from ..presets import (
+    apply_method_defaults,
+    apply_override,
+    override_keys,
+    parse_override,
+    read_preset_source,
+    validate_preset,
+)
 from .grid import Range, draw_settings, format_value, parse_grid, parse_range
 
 FORMAT = "igm-sweep/1"
@@ -106,7 +113,9 @@ def plan_sweep(
     label, raw = read_preset_source(preset)
     for item in sets:
         apply_override(raw, *parse_override(item))
-    base = validate_preset(copy.deepcopy(raw), label).model_dump(mode="json")
+    protected = override_keys(sets)
+    base_raw = apply_method_defaults(copy.deepcopy(raw), protected)
+    base = validate_preset(base_raw, label).model_dump(mode="json")
     grid = [parse_grid(g) for g in grids]
     random_ranges = [parse_range(r) for r in ranges]
     _check_random(random_ranges, random_n)
@@ -115,7 +124,7 @@ def plan_sweep(
     product = itertools.product(*(values for _, values in grid))
     combos = [dict(zip([k for k, _ in grid], c, strict=True)) for c in product]
     draws = draw_settings(random_ranges, random_n or 0, random_seed) if random_ranges else [{}]
-    settings = [_setting(raw, label, base, {**c, **d}) for c in combos for d in draws]
+    settings = [_setting(raw, label, base, {**c, **d}, protected) for c in combos for d in draws]
     _check_unique(settings)
     definition = {
         "base": base,
@@ -152,13 +161,16 @@ def _check_keys(keys: list[str], sets: list[str] | tuple[str, ...]) -> None:
             raise UsageError("sweep seeds with --seeds 0,1,2, not --grid seed=...")
 
 
-def _setting(raw: dict[str, Any], label: str, base: dict[str, Any], values: dict[str, Any]) -> Setting:
+def _setting(
+    raw: dict[str, Any], label: str, base: dict[str, Any], values: dict[str, Any], protected: set[str]
+) -> Setting:
     """Resolve one setting; its canonical values are read back from the validated preset."""
     text = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
     tree = copy.deepcopy(raw)
     try:
         for key, value in values.items():
             apply_override(tree, key.split("."), copy.deepcopy(value))
+        apply_method_defaults(tree, protected | set(values))
         preset = validate_preset(tree, label).model_dump(mode="json")
     except PresetError as e:
         raise PresetError(f"sweep setting {text}: {e}") from None

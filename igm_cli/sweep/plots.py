@@ -35,7 +35,9 @@ def plot_summary(
         return None, "no plot: matplotlib is not installed (pip install matplotlib)"
     fig = Figure(figsize=(7.5, 5.5) if len(keys) == 2 else (7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    if len(keys) == 1:
+    if len(keys) == 1 and not _numeric(axis_values(scored, keys[0])):
+        _bars(ax, scored, keys[0], metric)  # e.g. method: categories side by side, not a line
+    elif len(keys) == 1:
         _line(ax, scored, keys[0], metric)
     elif len(rows) == len(axis_values(rows, keys[0])) * len(axis_values(rows, keys[1])):
         _heatmap(fig, ax, rows, keys, metric)  # failed settings are grey cells
@@ -158,6 +160,35 @@ def _line(ax, rows: list[dict[str, Any]], key: str, metric: Metric) -> None:
     ax.set_ylabel(f"{split} {name}")
     ax.grid(alpha=0.3)
     ax.legend(title="branch")
+
+
+def _bars(ax, rows: list[dict[str, Any]], key: str, metric: Metric) -> None:
+    """Grouped bars: one group per value of `key` (e.g. each method), one bar per branch and fused."""
+    split, chosen, name = metric
+    branches = [b for b in dict.fromkeys(b for r in rows for b in r["metrics"][split]) if b != chosen]
+    branches.append(chosen)
+    width = 0.8 / len(branches)
+    for i, branch in enumerate(branches):
+        stats = [metric_of(r, (split, branch, name)) for r in rows]
+        xs = [g + (i - (len(branches) - 1) / 2) * width for g in range(len(rows))]
+        means = [s["mean"] if s and s["mean"] is not None else math.nan for s in stats]
+        errs = [(s["std"] or 0.0) if s else 0.0 for s in stats]
+        bars = ax.bar(xs, means, width, yerr=errs, capsize=3, label=branch,
+                      edgecolor="black" if branch == chosen else "none")  # fmt: skip
+        for bar, mean, err in zip(bars, means, errs, strict=True):
+            if not math.isnan(mean):  # the value above its error bar
+                ax.annotate(f"{mean:.3f}", (bar.get_x() + bar.get_width() / 2, mean + err), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)  # fmt: skip
+    stats = [metric_of(r, (split, b, name)) for r in rows for b in branches]
+    finite = [s["mean"] for s in stats if s and s["mean"] is not None]
+    if finite and name != "loss":
+        low = min(finite)
+        ax.set_ylim(max(0.0, low - 0.1 * (1 - low) - 0.02), 1.0)
+    ax.set_xticks(range(len(rows)), [r["labels"][key] for r in rows])
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{split} {name}")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(title="branch", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _scatter(fig, ax, rows: list[dict[str, Any]], keys: list[str], metric: Metric) -> None:

@@ -34,6 +34,7 @@ def summarize(settings: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
         rows.append(
             {
                 "setting": setting["id"],
+                "paired": None,
                 "values": setting["values"],
                 "labels": {k: format_value(v) for k, v in setting["values"].items()},
                 "seeds_ok": [r["seed"] for r in ok],
@@ -41,7 +42,51 @@ def summarize(settings: list[dict[str, Any]], records: list[dict[str, Any]]) -> 
                 "metrics": {split: _split_stats(ok, split) for split in SPLITS},
             }
         )
+    paired = paired_differences(settings, records)
+    for row in rows:
+        row["paired"] = paired.get(row["setting"])
     return rows
+
+
+def paired_differences(
+    settings: list[dict[str, Any]], records: list[dict[str, Any]], reference: str = "joint"
+) -> dict[str, dict[str, Any]]:
+    """Per method setting: metric(method) − metric(`reference`) on the same seed, mean ± std.
+
+    Only when `method` is swept and a setting with `method=<reference>` exists; the other
+    swept values must match. Paired over the seeds both finished ok: seed-to-seed noise that
+    both share cancels, so the difference is what a reader of "IGM − joint" wants.
+    """
+    ok = {(r.get("setting"), r["seed"]): r for r in records if r["status"] == "ok"}
+    out: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        values = setting["values"]
+        if "method" not in values or values["method"] == reference:
+            continue
+        twin = {**values, "method": reference}
+        base = next((s for s in settings if s["values"] == twin), None)
+        if base is None:
+            continue
+        seeds = sorted(seed for sid, seed in ok if sid == setting["id"] and (base["id"], seed) in ok)
+        diffs = [_difference(ok[(setting["id"], s)], ok[(base["id"], s)]) for s in seeds]
+        out[setting["id"]] = {
+            "reference": reference,
+            "seeds": seeds,
+            "metrics": {split: _split_stats(diffs, split) for split in SPLITS},
+        }
+    return out
+
+
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The difference a − b of every split/branch/metric both have."""
+    diff: dict[str, Any] = {}
+    for split in SPLITS:
+        diff[split] = {
+            branch: {k: v - b[split][branch][k] for k, v in metrics.items() if k in b[split].get(branch, {})}
+            for branch, metrics in a.get(split, {}).items()
+            if branch in b.get(split, {})
+        }
+    return diff
 
 
 def _split_stats(ok: list[dict[str, Any]], split: str) -> dict[str, dict[str, dict[str, Any]]]:

@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from igm_cli.engine.flat_projector import FlatProjector
 from igm_cli.engine.sam import SamStep, frozen_bn_stats
-from igm_cli.engine.stages import StageSchedule
 from igm_cli.engine.trainer import Trainer, TrainerConfig
+from igm_cli.methods.igm import Igm
 from igm_cli.models import build_model
 from igm_cli.presets import Preset
 
@@ -248,19 +247,17 @@ def test_trainer_step_is_sam_gradient_then_projection_then_sgd(rho):
     torch.manual_seed(0)
     model = build_model(preset, {"a": [10], "b": [10]}, 3).double()
     Ts = {"head.0": random_T(1, 6), "head.2": random_T(2, 5), "head.3": random_T(3, 4)}
-    projector = FlatProjector(0.4)
-    projector.load_state_tensors({f"gm.T.a.{k}": T for k, T in Ts.items()})
-    schedule = StageSchedule.from_preset(preset)
-    stage = schedule[1]
+    method = Igm(preset)
+    method.load_state_tensors({f"gm.T.a.{k}": T for k, T in Ts.items()})
+    stage = method.schedule()[1]
     assert stage.active == ("b",) and stage.source == "a"
-    config = TrainerConfig(
-        batch_size=16, eval_batch_size=16, fusion="mean", selection="macro_f1", joint_loss="fused", seed=0
-    )
-    # _step reads only the model, SamStep, projector and config: the rest is never touched
+    config = TrainerConfig(batch_size=16, eval_batch_size=16, fusion="mean", selection="macro_f1", seed=0)
+    # _step reads only the model, SamStep, method and config: the rest is never touched
     unused = {"make_optimizer": None, "lr_at": None, "train": None, "val": None, "sink": None}
-    trainer = Trainer(model, schedule, projector=projector, sam=SamStep(rho), config=config, **unused)
+    trainer = Trainer(model, method, sam=SamStep(rho), config=config, **unused)
     params = trainer._activate(stage)
-    assert sorted(projector.begin_stage(model, "b", "a")) == sorted(Ts)
+    assert sorted(method.begin_stage(model, stage, None)) == sorted(Ts)
+    (substep,) = method.substeps(model, stage, params)
 
     g = torch.Generator().manual_seed(5)
     inputs = {m: torch.randn(16, 10, generator=g, dtype=torch.float64) + 1 for m in ("a", "b")}
@@ -280,7 +277,7 @@ def test_trainer_step_is_sam_gradient_then_projection_then_sgd(rho):
     first_only(inputs["b"])
     other = {k: v.clone() for k, v in model.branch("a").state_dict().items()}
 
-    loss = trainer._step(stage, torch.optim.SGD(params, lr=LR), params, inputs, labels)
+    loss = trainer._step(substep, torch.optim.SGD(params, lr=LR), inputs, labels)
 
     assert float(loss) == pytest.approx(loss0, rel=1e-12)  # the loss at θ, not at θ + ε
     for k, p in branch.named_parameters():

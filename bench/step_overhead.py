@@ -288,7 +288,8 @@ METHOD_ORDER = ("joint", "igm", "mie", "mla", "dgl")
 def method_step(preset: Preset, info: dict, train: SplitBatches) -> tuple[Callable, Callable]:
     """One batch of the preset's method through the engine's own Trainer._step (and a reset).
 
-    igm/mie train their second stage, under the T their first stage's modality produced;
+    igm/mie train their third stage (modality 0: mfeat's fou, crema-d's audio ResNet-18) under
+    the T of modality 1;
     SAM runs with the method's own ρ (the preset's sam.rho for igm/mie, sam.baseline_rho = 0
     for the others).
     """
@@ -302,14 +303,14 @@ def method_step(preset: Preset, info: dict, train: SplitBatches) -> tuple[Callab
         sam=SamStep(method.sam_rho), config=config, sink=NullSink(),
     )  # fmt: skip
     schedule = method.schedule()
-    stage = schedule[1] if len(schedule) > 1 else schedule[0]
-    if stage.index == 1:
+    stage = schedule[2] if len(schedule) > 2 else schedule[0]  # igm/mie: modality 0 under T of modality 1
+    if stage.index == 2:
         order = epoch_order(len(train), preset.seed, 0, 0)
 
         def batches_for(m: str):
             return (model.branch(m).prepare(x[m], train=False) for x, _ in train.iterate(BATCH, order))
 
-        method.end_stage(model, schedule[0], batches_for)
+        method.end_stage(model, schedule[1], batches_for)  # T of the stage's source
     params = trainer._activate(stage)
     method.begin_stage(model, stage, None)
     substeps = method.substeps(model, stage, params)

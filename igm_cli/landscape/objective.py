@@ -62,7 +62,9 @@ class SubsetObjective:
             logits = self.model(self.model.prepare(inputs, train=False))
             return fuse({m: z.float() for m, z in logits.items()}, self.fusion)
         branch = self.model.branch(self.modality)
-        return torch.softmax(branch(branch.prepare(inputs[self.modality], train=False)).float(), -1)
+        x = branch.prepare(inputs[self.modality], train=False)
+        # the model's own forward of that one modality: a branch, or MLA's shared head / DGL's module
+        return torch.softmax(self.model({self.modality: x})[self.modality].float(), -1)
 
     def batch_terms(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Per batch: (sum of NLL / N, number correct), in eval mode."""

@@ -21,6 +21,7 @@ from igm_cli.checkpoint import Checkpoint, load_checkpoint
 from igm_cli.data.manifest import sha256_file
 from igm_cli.engine.batches import SplitBatches
 from igm_cli.errors import UsageError
+from igm_cli.methods import get_method
 from igm_cli.models import LateFusionModel
 from igm_cli.pipeline import build_for, load_weights, open_data, resolve_device
 from igm_cli.presets import Preset, preset_from_json
@@ -202,7 +203,7 @@ def checkpoint_landscape(
     i: int, item: Loaded, batches: list[Batch], spec: LandscapeSpec, axes, store: LandscapeStore, emit: Event
 ) -> dict[str, Any]:
     """Centre, grid (continuing a stored one) and top Hessian eigenvalue of one checkpoint."""
-    objective = SubsetObjective(item.model, batches, spec.modality, item.preset.fusion)
+    objective = SubsetObjective(item.model, batches, spec.modality, get_method(item.preset).fusion)
     named = scope_parameters(item.model, spec.modality)
     params = [p for _, p in named]
     directions = make_directions(named, spec.seed, spec.dims)

@@ -159,7 +159,7 @@ class Trainer:
         self.on_event("epoch_end", record)
         stage_done = state.epoch == stage.epochs
         if stage_done:  # collect T first, so a best checkpoint holds the T this stage produced
-            self._end_stage(stage)
+            self._end_stage(stage, state)
         if improved:
             self.sink.save("best", state, None, {"val": val})
         if stage_done:
@@ -202,7 +202,7 @@ class Trainer:
         self._norms = [bn for module in modules for bn in batch_norms(module)]
         return list(dict.fromkeys(p for module in modules for p in module.parameters()))
 
-    def _end_stage(self, stage: Stage) -> None:
+    def _end_stage(self, stage: Stage, state: TrainState) -> None:
         """The method's end-of-stage work (IGM: collect Ȳ and T), then the stage record."""
         order = epoch_order(len(self.train_batches), self.config.seed, stage.index, stage.epochs)
 

@@ -1,43 +1,134 @@
 """The `igm` command line: parse, call one library function, render, map errors to exit codes.
 
-Heavy imports (torch and the engine) happen inside the commands so `igm --help` is fast.
+Heavy imports (torch and the engine) happen inside the commands, after the preset, the
+device and the paths are checked, so `igm --help` and a mistyped preset are fast.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from typer.core import TyperArgument, TyperGroup
 
-from . import console
+from . import __version__, console
 from .errors import EXIT_INTERRUPTED, IgmError, Interrupted, UsageError
+from .preset_schema import Preset
+
+MethodName = Preset.model_fields["method"].annotation  # the schema's Literal: choices in --help
+FusionName = Preset.model_fields["fusion"].annotation
+SplitName = Literal["train", "val", "test"]
+
+
+class IgmGroup(TyperGroup):
+    """The app's group: a usage error (`--seed abc`, an unknown option) is one line, exit 2."""
+
+    def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **kw: Any):
+        """Run the CLI; click's errors become one line (and a JSON document under --json)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, *pos, standalone_mode=False, **kw)
+        except typer.Abort:
+            console.error("aborted")
+            code = 1
+        except typer.TyperException as e:  # click's errors: bad value, unknown option, missing argument
+            if not hasattr(e, "format_message"):
+                raise
+            code = _usage_failure(e, argv)
+        if standalone_mode:
+            sys.exit(code if isinstance(code, int) else 0)
+        return code
+
+
+def _usage_failure(e: Exception, argv: list[str]) -> int:
+    ctx = getattr(e, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    text = e.format_message().replace("Value error, ", "")  # type: ignore[attr-defined]
+    message = f"{where}{text}{hint}"
+    code = getattr(e, "exit_code", 2)
+    console.error(message)
+    if "--json" in argv:
+        console.error_json(message, code, "usage")
+    return code
+
+
+def _argument_type(self: TyperArgument, ctx: Any) -> str | None:
+    """`checkpoints...` already says "several paths": drop typer's `<list[Path]>` beside it."""
+    return None if self.nargs != 1 else TyperArgument.display_type(self, ctx)
+
+
+TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
 
 app = typer.Typer(
+    cls=IgmGroup,
     help="Train and study multimodal classifiers with IGM (flat gradient modification + SAM).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    rich_markup_mode=None,  # plain help: no type noise such as <bool>, choices shown as a|b|c
 )
 presets_app = typer.Typer(help="List and show the shipped presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
 convert_app = typer.Typer(help="Convert public pretrained weights to safetensors.", no_args_is_help=True)
 app.add_typer(convert_app, name="convert")
 
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"igm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Train and study multimodal classifiers with IGM (flat gradient modification + SAM)."""
+
+
 T = TypeVar("T")
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Shipped preset name or path to a YAML file.")]
+
+def _check_device_syntax(value: str | None) -> str | None:
+    import re
+
+    from .devices import DEVICE_PATTERN
+
+    if value is not None and not re.match(DEVICE_PATTERN, value):
+        raise typer.BadParameter(f"{value!r}: expected cpu, cuda, cuda:N, mps or auto")
+    return value
+
+
+PresetOpt = Annotated[
+    str,
+    typer.Option("--preset", "-p", metavar="NAME|PATH", help="Shipped preset name or path to a YAML file."),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", "-s", help="Override a preset key: dotted.key=value (repeatable; 0/false/empty work)."
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a preset key: dotted.key=value (repeatable; 0/false/empty work).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
-DeviceOpt = Annotated[str | None, typer.Option(help="torch device: cpu, cuda, cuda:N or auto.")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="cpu|cuda|cuda:N|mps|auto",
+        callback=_check_device_syntax,
+        help="torch device (auto: cuda if any).",
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option(
@@ -45,27 +136,33 @@ ThreadsOpt = Annotated[
     ),
 ]
 DataOpt = Annotated[
-    Path | None, typer.Option("--data", help="Prepared data directory (default data/<dataset>).")
+    Path | None,
+    typer.Option("--data", metavar="DIR", help="Prepared data directory (default data/<dataset>)."),
 ]
 
 
-def _guard(action: Callable[[], T], interrupted: str = "") -> T:
-    """Run a command body; IgmError → one line + its exit code; Ctrl-C/SIGTERM → a line + 130."""
+def _guard(action: Callable[[], T], interrupted: str = "", *, json_: bool = False) -> T:
+    """Run a command body; IgmError → one line + its exit code; Ctrl-C → `interrupted` + 130.
+
+    Under `--json` the failure is also one JSON document on stdout, so scripts can parse it.
+    """
     previous = _sigterm_as_interrupt()
     try:
         return action()
     except IgmError as e:
-        console.error(str(e))
-        raise typer.Exit(e.exit_code) from None
+        message, code, kind = str(e), e.exit_code, e.kind
     except OSError as e:  # a full disk or a permission problem while writing: name it, no traceback
-        console.error(f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}")
-        raise typer.Exit(1) from None
+        message, code, kind = f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}", 1, "os"
     except KeyboardInterrupt as e:
-        console.error(str(e) if isinstance(e, Interrupted) else interrupted or "interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        message = str(e) if isinstance(e, Interrupted) else interrupted or "interrupted"
+        code, kind = EXIT_INTERRUPTED, "interrupted"
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    console.error(message)
+    if json_:
+        console.error_json(message, code, kind)
+    raise typer.Exit(code)
 
 
 def _sigterm_as_interrupt():
@@ -79,23 +176,36 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def _check_paths(data: Path | None = None, resume: str | None = None) -> None:
+    """Paths given on the command line must exist before anything heavy starts."""
+    from .errors import CheckpointError, DataError
+
+    if data is not None and not (Path(data) / "manifest.json").is_file():
+        raise DataError(f"no prepared data at {data} (no manifest.json); run `igm prepare` first")
+    if resume not in (None, "auto") and not Path(resume).exists():
+        raise CheckpointError(f"checkpoint not found: {resume}")
+
+
 @app.command()
 def train(
     preset: PresetOpt = "mfeat",
     set_: SetOpt = None,
     method: Annotated[
-        str | None, typer.Option(help="igm, joint or unimodal (same as --set method=...).")
+        MethodName | None, typer.Option(help="Training method (same as --set method=...).")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (same as --set seed=...).")] = None,
+    seed: Annotated[int | None, typer.Option(metavar="N", help="Seed (same as --set seed=...).")] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     data: DataOpt = None,
-    runs_dir: Annotated[Path, typer.Option(help="Parent directory of run directories.")] = Path("runs"),
+    runs_dir: Annotated[
+        Path, typer.Option(metavar="DIR", help="Parent directory of run directories.")
+    ] = Path("runs"),
     resume: Annotated[
         str | None,
         typer.Option(
+            metavar="RUN|FILE|auto",
             help="Continue a run: its directory, its last.safetensors, or auto (the newest run of "
-            "the preset: resumed, or shown when finished; a new run when there is none)."
+            "the preset: resumed, or shown when finished; a new run when there is none).",
         ),
     ] = None,
     json_: JsonOpt = False,
@@ -104,13 +214,17 @@ def train(
     """Train a model (IGM on the embedded dataset by default) and print a results table."""
 
     def run() -> dict[str, Any]:
-        from .pipeline import train as train_run
+        from .devices import check_device
         from .presets import resolve_preset
 
         overridden = bool(set_ or method or seed is not None)
         if resume and resume != "auto" and overridden:
             raise UsageError("--resume continues a run with its stored config; drop --set/--method/--seed")
         resolved = resolve_preset(preset, set_ or [], method=method, seed=seed)
+        check_device(device or (resolved.device if not resume or resume == "auto" else "cpu"))
+        _check_paths(data, resume)
+        from .pipeline import train as train_run  # heavy: only once the inputs are known to be good
+
         with console.TrainingDisplay(quiet=quiet) as on_event:
             return train_run(
                 resolved if not resume or resume == "auto" else None,
@@ -123,7 +237,7 @@ def train(
                 on_event=on_event,
             )
 
-    results = _guard(run)
+    results = _guard(run, json_=json_)
     console.emit_json(results) if json_ else console.results_table(results)
 
 
@@ -132,9 +246,9 @@ def eval_(
     checkpoint: Annotated[
         Path, typer.Argument(help="A .safetensors checkpoint (or a run directory: its best).")
     ],
-    split: Annotated[str, typer.Option(help="val or test.")] = "test",
+    split: Annotated[SplitName, typer.Option(help="The split to score.")] = "test",
     fusion: Annotated[
-        str | None, typer.Option(help="mean, entropy or entropy_logits (default: the method's).")
+        FusionName | None, typer.Option(help="Late fusion of the branches (default: the method's).")
     ] = None,
     data: DataOpt = None,
     device: DeviceOpt = None,
@@ -144,17 +258,17 @@ def eval_(
     """Evaluate a checkpoint: every branch and the fused model, rebuilt from the file alone."""
 
     def run() -> dict[str, Any]:
+        from .devices import check_device
+
+        check_device(device or "cpu")
+        _check_paths(data)
         from .evaluation import evaluate_checkpoint
 
-        if split not in ("train", "val", "test"):
-            raise UsageError(f"--split must be train, val or test (got {split!r})")
-        if fusion not in (None, "mean", "entropy", "entropy_logits"):
-            raise UsageError(f"--fusion must be mean, entropy or entropy_logits (got {fusion!r})")
         return evaluate_checkpoint(
             checkpoint, split=split, fusion=fusion, data_dir=data, device=device or "cpu", threads=threads
         )
 
-    result = _guard(run)
+    result = _guard(run, json_=json_)
     console.emit_json(result) if json_ else console.eval_table(result)
 
 
@@ -237,7 +351,7 @@ def prepare(
             dataset, source=source, out=out or Path("data") / dataset, force=force, options=options
         )
 
-    result = _guard(run, interrupted="interrupted; run the same command again to resume")
+    result = _guard(run, interrupted="interrupted; run the same command again to resume", json_=json_)
     if json_:
         console.emit_json(result)
     else:
@@ -282,7 +396,7 @@ def presets_list(json_: JsonOpt = False) -> None:
             )
         return rows
 
-    rows = _guard(run)
+    rows = _guard(run, json_=json_)
     console.emit_json(rows) if json_ else console.presets_table(rows)
 
 
@@ -302,7 +416,7 @@ def presets_show(
         resolved = resolve_preset(preset, set_ or [])
         return resolved.model_dump(mode="json") if all_ else method_view(resolved)
 
-    view = _guard(run)
+    view = _guard(run, json_=json_)
     if json_:
         console.emit_json(view)
     else:
@@ -318,6 +432,7 @@ GridOpt = Annotated[
     typer.Option(
         "--grid",
         "-g",
+        metavar="KEY=V1,V2,...",
         help="A swept key and its values: key.path=v1,v2,... (repeatable: cartesian product; "
         "values are YAML like --set: 0, false, 1e-3, [1,1]).",
     ),
@@ -326,6 +441,7 @@ RangeOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--range",
+        metavar="KEY=LOW:HIGH[:log]",
         help="A random-search key: key.path=low:high or low:high:log (repeatable; integers when "
         "both ends are integers). Needs --random N.",
     ),
@@ -335,7 +451,8 @@ RangeOpt = Annotated[
 @app.command()
 def sweep(
     dirs: Annotated[
-        list[Path] | None, typer.Argument(help="With --collect: the sweep directories (shards) to merge.")
+        list[Path] | None,
+        typer.Argument(help="With --collect: the sweep directories (shards) to merge."),
     ] = None,
     preset: PresetOpt = "mfeat",
     set_: SetOpt = None,
@@ -376,6 +493,7 @@ def sweep(
     """
 
     def run() -> dict[str, Any]:
+        from .devices import check_device
         from .sweep import collect_sweeps, plan_sweep, run_sweep
         from .sweep.grid import parse_seeds
 
@@ -387,13 +505,16 @@ def sweep(
             raise UsageError(f"unexpected argument {dirs[0]} (directories are for --collect)")
         seed_list = parse_seeds(seeds) if seeds is not None else None
         plan = plan_sweep(preset, set_ or [], grid or [], range_ or [], random_n, random_seed, seed_list)
+        for name in {device} if device else {s.preset["device"] for s in plan.settings}:
+            check_device(name)  # once, before any trial starts
+        _check_paths(data)
         with console.SweepDisplay(quiet=quiet) as on_event:
             return run_sweep(
                 plan, out, jobs=jobs, resume=resume, shard=shard, data_dir=data, device=device, metric=metric,
                 on_event=on_event,
             )  # fmt: skip
 
-    report = _guard(run)
+    report = _guard(run, json_=json_)
     console.emit_json(report) if json_ else console.sweep_report(report)
     if report["exit_code"]:
         raise typer.Exit(report["exit_code"])
@@ -405,9 +526,10 @@ def sweep(
 @app.command()
 def landscape(
     checkpoints: Annotated[
-        list[Path], typer.Argument(help="Checkpoints of one architecture (a run directory means its best).")
+        list[Path],
+        typer.Argument(help="Checkpoints of one architecture (a run directory means its best)."),
     ],
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "train",
+    split: Annotated[SplitName, typer.Option(help="The split the loss is computed on.")] = "train",
     modality: Annotated[
         str, typer.Option(help="A branch (perturb it, score its head) or fused (all branches, fused loss).")
     ] = "fused",
@@ -420,7 +542,10 @@ def landscape(
     seed: Annotated[int, typer.Option(help="Seed of the directions and of the subset.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option(help="Output directory (default landscape-<run>-<modality>); rerun to resume."),
+        typer.Option(
+            help="Output directory (default landscape-<run>-<checkpoint>-<modality>, a new one when that "
+            "holds other settings); rerun to resume."
+        ),
     ] = None,
     data: DataOpt = None,
     device: DeviceOpt = None,
@@ -434,6 +559,10 @@ def landscape(
     """
 
     def run() -> dict[str, Any]:
+        from .devices import check_device
+
+        check_device(device or "cpu")
+        _check_paths(data)
         from .landscape import LandscapeSpec, compute_landscape
 
         spec = LandscapeSpec(split, modality, grid, span, dims, batches, seed)
@@ -444,6 +573,8 @@ def landscape(
             )  # fmt: skip
 
     result = _guard(
-        run, interrupted="interrupted; finished grid points are saved: rerun the same command to continue"
+        run,
+        interrupted="interrupted; finished grid points are saved: rerun the same command to continue",
+        json_=json_,
     )
     console.emit_json(result) if json_ else console.landscape_table(result)

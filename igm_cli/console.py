@@ -23,8 +23,16 @@ METRIC_COLUMNS = ("accuracy", "macro_f1", "map")
 
 
 def error(message: str) -> None:
-    """One line naming the problem."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """One line naming the problem, printed literally (a path like `runs/[exp]` is not markup)."""
+    from rich.text import Text
+
+    one_line = " ".join(message.split("\n"))
+    console.print(Text.assemble(("error:", "bold red"), " ", one_line), highlight=False, soft_wrap=True)
+
+
+def error_json(message: str, exit_code: int, kind: str) -> None:
+    """The error as the one JSON document of `--json` (the line on stderr is printed as well)."""
+    emit_json({"error": {"message": message, "exit_code": exit_code, "kind": kind}})
 
 
 def info(message: str, markup: bool = True) -> None:

@@ -161,10 +161,12 @@ def build_for(
     torch.manual_seed(preset.seed)
     if not pretrained:
         preset = preset.model_copy(update={"modalities": [_without_weights(m) for m in preset.modalities]})
-    model = get_method(preset).build_model(
-        info["input_shapes"], len(info["classes"]), info.get("encoder_configs")
-    )
-    return model.to(device)
+    method = get_method(preset)
+    configs = info.get("encoder_configs")
+    if device.type == "meta":  # shapes only, nothing allocated: how a checkpoint's model is sized
+        with device:
+            return method.build_model(info["input_shapes"], len(info["classes"]), configs)
+    return method.build_model(info["input_shapes"], len(info["classes"]), configs).to(device)
 
 
 def _without_weights(modality):
@@ -409,7 +411,7 @@ def _open_resume(resume: str, held: ExitStack):
     path = path / "last.safetensors" if path.is_dir() else path
     if path.parent.is_dir() and path.is_file():
         held.enter_context(RunLock(path.parent))
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, resume=True)
     if checkpoint.state.get("finished") or (path.parent / "results.json").exists():
         raise UsageError(f"run {path.parent} already finished (it has results.json); nothing to resume")
     if "optimizer" not in checkpoint.extra:
@@ -428,7 +430,9 @@ def _restore(checkpoint, model, method: Method) -> tuple[TrainState, Callable | 
                 f"{checkpoint.path} has no optimizer state but stops inside stage {state.stage}"
             )
         return state, None  # at a stage boundary: the stage builds its own fresh optimizer
-    return state, lambda opt: load_optimizer_state(opt, checkpoint.tensors, meta)
+    return state, lambda opt: load_optimizer_state(
+        opt, checkpoint.tensors, meta, allow_empty=not (state.epoch or state.batch), source=checkpoint.path
+    )
 
 
 def _final_results(preset, run_dir, model, data, modalities, device, state, method) -> dict[str, Any]:

@@ -12,12 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 DatasetName = Literal["mfeat", "crema-d", "kinetics-sounds", "nvgesture", "twitter2015", "sarcasm"]
 MetricName = Literal["accuracy", "macro_f1", "map"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+PathComponent = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")]
+"""One path component (run directories are named after it): no `/`, no `..`, no leading dot."""
+LayerCount = Annotated[int, Field(gt=0, le=64)]
+"""Blocks of one ResNet stage: bounded so a hostile preset cannot describe a million layers."""
+MAX_LAYERS = 32  # hidden layers of an MLP, stages of a ResNet, widths of a head
 
 
 class Section(BaseModel):
     """Base of every preset section: unknown keys are errors, docstrings document fields."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    # allow_inf_nan=False: every float of a preset is finite (lr: .inf would only diverge later)
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class MlpEncoder(Section):
@@ -25,7 +33,7 @@ class MlpEncoder(Section):
 
     name: Literal["mlp"] = "mlp"
     """Encoder registry key."""
-    hidden: list[Annotated[int, Field(gt=0)]] = [128]
+    hidden: Annotated[list[Annotated[int, Field(gt=0)]], Field(max_length=MAX_LAYERS)] = [128]
     """Widths of the hidden layers (Linear → BatchNorm → ReLU each)."""
     dim: Annotated[int, Field(gt=0)] = 64
     """Feature size d of z = φ(x), the input of the head."""
@@ -49,9 +57,14 @@ class ResNetEncoder(Section):
 
     name: Literal["resnet18"] = "resnet18"
     """Encoder registry key (defaults give ResNet-18: basic blocks, depths 2-2-2-2)."""
-    widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [64, 128, 256, 512]
+    widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1, max_length=MAX_LAYERS)] = [
+        64,
+        128,
+        256,
+        512,
+    ]
     """Channels of each stage; the last is the feature size d (shrink for tests)."""
-    depths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [2, 2, 2, 2]
+    depths: Annotated[list[LayerCount], Field(min_length=1, max_length=MAX_LAYERS)] = [2, 2, 2, 2]
     """Residual blocks per stage."""
     embedding: Annotated[int, Field(gt=0)] = 64
     """Channels of the stem convolution."""
@@ -250,7 +263,10 @@ class Modality(Section):
 class Head(Section):
     """Per-branch head Linear(d,w1) → ReLU → Linear(w1,w2) → Linear(w2,C) (paper §4.2)."""
 
-    widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1)] = [256, 64]
+    widths: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=1, max_length=MAX_LAYERS)] = [
+        256,
+        64,
+    ]
     """Hidden widths; ReLU follows the first Linear only, as in the paper."""
 
 
@@ -367,8 +383,8 @@ MethodName = Literal["igm", "joint", "unimodal", "mla", "dgl", "mie"]
 class Preset(Section):
     """A complete, resolved description of one training run."""
 
-    name: str = "custom"
-    """Preset name (used in run directory names)."""
+    name: PathComponent = "custom"
+    """Preset name (used in run directory names, so one path component)."""
     description: str = ""
     """One line shown by `igm presets list`."""
     dataset: DatasetName = "mfeat"
@@ -410,10 +426,10 @@ class Preset(Section):
     entropy_logits = the same weights on the logits, then softmax (MLA's own fusion)."""
     selection: MetricName = "macro_f1"
     """Validation metric of the fused model that selects the best epoch."""
-    seed: int = 42
-    """Seed of initialisation, shuffling and dropout."""
-    device: str = "cpu"
-    """torch device: cpu, cuda, cuda:N, or auto."""
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
+    """Seed of initialisation, shuffling and dropout (0 ≤ seed < 2³², what NumPy accepts)."""
+    device: Annotated[str, Field(pattern=r"^(cpu|auto|mps|cuda(:[0-9]{1,3})?)$")] = "cpu"
+    """torch device: cpu, cuda, cuda:N, mps or auto."""
     threads: Annotated[int, Field(gt=0)] | None = None
     """CPU threads of torch; null = 1 for models under 500k parameters, else torch's default."""
 

@@ -6,6 +6,7 @@ The schema itself lives in `preset_schema`; this module is the one precedence ch
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
@@ -42,6 +43,7 @@ __all__ = [
 
 DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
 METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
+MAX_PRESET_BYTES = 1 << 20  # a preset is a few KB; a 50 MB file is refused before it is parsed
 
 
 # ---------------------------------------------------------------- loading
@@ -53,6 +55,36 @@ def shipped_presets() -> dict[str, Path]:
     return {p.name[: -len(".yaml")]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases: a 1 KB "billion laughs" cannot expand."""
+
+    def compose_node(self, parent, index):  # noqa: D102 (PyYAML hook)
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(
+                f"line {mark.line + 1}, column {mark.column + 1}: YAML aliases are not allowed"
+            )
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            mark = event.start_mark
+            raise yaml.YAMLError(
+                f"line {mark.line + 1}, column {mark.column + 1}: YAML anchors are not allowed"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely (no tags, no aliases); errors say line and column."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise yaml.YAMLError(f"{where}{e.problem or e.context or 'invalid YAML'}") from None
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
 def read_preset_source(source: str) -> tuple[str, dict[str, Any]]:
     """Read a preset by shipped name or by path; returns (label, raw mapping)."""
     shipped = shipped_presets()
@@ -62,9 +94,17 @@ def read_preset_source(source: str) -> tuple[str, dict[str, Any]]:
         path = Path(source)
         if not path.is_file():
             names = ", ".join(sorted(shipped))
-            raise PresetError(f"unknown preset {source!r}: not a shipped preset ({names}) nor a file")
+            close = difflib.get_close_matches(source, list(shipped), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PresetError(f"unknown preset {source!r}: not a shipped preset ({names}) nor a file{hint}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_PRESET_BYTES:
+            raise PresetError(f"invalid preset {path}: larger than {MAX_PRESET_BYTES >> 10} KB; not a preset")
+        raw = load_yaml(path.read_bytes().decode("utf-8"))
+    except PermissionError:
+        raise PresetError(f"cannot read preset {path}: permission denied") from None
+    except UnicodeDecodeError as e:
+        raise PresetError(f"cannot read preset {path}: not UTF-8 text (byte {e.start})") from None
     except (OSError, yaml.YAMLError) as e:
         raise PresetError(f"cannot read preset {path}: {_first_line(e)}") from None
     if not isinstance(raw, dict):
@@ -78,7 +118,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise PresetError(f"invalid --set {item!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
     return key.strip().split("."), value
@@ -168,9 +208,43 @@ def format_validation_error(e: ValidationError) -> str:
     for err in e.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        got = "" if err["type"] in ("missing", "value_error") else f" (got {err['input']!r})"
+        got = "" if err["type"] in ("missing", "value_error") else f" (got {_short(err['input'])})"
+        if err["type"] == "extra_forbidden":
+            got = _did_you_mean(err["loc"])
         parts.append(f"{loc + ': ' if loc else ''}{msg}{got}")
     return "; ".join(parts)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """Repr cut to `limit` characters: an error message never grows with the input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """` (did you mean gm.tau?)` for a misspelled key, from the fields of its section."""
+    models: list[Any] = [Preset]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        tagged = [m for m in models if m.model_fields.get("name") and m.model_fields["name"].default == part]
+        holder = next((m for m in models if part in m.model_fields), None)
+        if tagged:  # a discriminated union's tag (encoder `mlp`) in the location
+            models = tagged
+        elif holder is not None:
+            models = _models_in(holder.model_fields[part].annotation)
+        else:
+            return ""
+    names = [name for m in models for name in m.model_fields]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f" (did you mean {'.'.join(str(p) for p in (*loc[:-1], close[0]))}?)" if close else ""
+
+
+def _models_in(annotation: Any) -> list[Any]:
+    """The pydantic models inside an annotation (`Head`, `list[Modality]`, `Mlp | ResNet`)."""
+    if hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def resolve_preset(source: str = "mfeat", sets: list[str] | tuple[str, ...] = (), **flags: Any) -> Preset:

@@ -24,8 +24,22 @@ from .errors import UsageError
 LOCK_NAME = "lock"
 
 
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def check_name(name: str) -> str:
+    """A run or preset name must be one path component: a run never lands outside --runs-dir."""
+    if not NAME_PATTERN.match(name):
+        raise UsageError(
+            f"invalid run name {name!r}: one path component of letters, digits and . _ + - "
+            "(not starting with . or -)"
+        )
+    return name
+
+
 def create_run_dir(runs_dir: Path, preset_name: str) -> Path:
     """A new, empty run directory named after the preset and the local time."""
+    check_name(preset_name)
     runs_dir = Path(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"

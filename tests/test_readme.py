@@ -103,3 +103,13 @@ def test_every_readme_command_runs(tmp_path):
         if "--json" in args:
             json.loads(result.stdout)
     assert (tmp_path / EXAMPLE_RUN / "results.json").is_file()  # the resume example finished the run
+
+
+def test_readme_commands_are_safe_in_zsh():
+    """zsh (macOS's default shell) globs unquoted [...], * and ?: every example quotes them."""
+    import re
+
+    texts = [line for line in README.read_text().splitlines() if line.startswith("    igm ")]
+    texts += re.findall(r"`((?:--set |--grid )[^`]*)`", README.read_text())
+    bad = [t for t in texts if re.search(r"[\[\]*?]", re.sub(r"'[^']*'|\"[^\"]*\"", "", t.split("  #")[0]))]
+    assert bad == []

@@ -127,9 +127,20 @@ def subset_batches(first: Loaded, spec: LandscapeSpec, data_dir: Path | None, de
     return fixed_batches(split, subset_indices(len(split), spec.batches, size, spec.seed), size)
 
 
-def default_out(first: Loaded, modality: str) -> Path:
-    """`landscape-<run directory>-<modality>` in the working directory."""
-    return Path(f"landscape-{first.checkpoint.path.resolve().parent.name}-{modality}")
+def default_out(loaded: list[Loaded], modality: str, config: dict[str, Any]) -> Path:
+    """`landscape-<run>-<checkpoint>-<modality>` in the working directory, never colliding.
+
+    A directory holding this very landscape is reused (the same command resumes); one
+    holding another landscape (other settings or checkpoints) gets the next `-2`, `-3`.
+    """
+    first = loaded[0]
+    stems = "+".join(dict.fromkeys(x.checkpoint.path.stem for x in loaded))
+    stem = f"landscape-{first.checkpoint.path.resolve().parent.name}-{stems}-{modality}"
+    for n in range(1, 1000):
+        out = Path(stem if n == 1 else f"{stem}-{n}")
+        if not out.exists() or LandscapeStore.holds(out, config):
+            return out
+    raise UsageError(f"too many landscapes named {stem}*; pass --out")
 
 
 def unique_names(loaded: list[Loaded]) -> None:
@@ -177,7 +188,7 @@ def compute_landscape(
         # the content hash: a stored landscape is continued only for the very same files
         "checkpoints": [{"name": x.name, "sha256": sha256_file(x.checkpoint.path)} for x in loaded],
     }
-    out = Path(out) if out is not None else default_out(loaded[0], spec.modality)
+    out = Path(out) if out is not None else default_out(loaded, spec.modality, config)
     store = LandscapeStore.open(out, config, axes, len(loaded))
     resumed = sum(store.points_done(i) for i in range(len(loaded)))
     names, points, samples = [x.name for x in loaded], spec.grid**spec.dims, config["samples"]

@@ -19,6 +19,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from igm_cli.checkpoint import file_mode
 from igm_cli.errors import UsageError
 
 FORMAT = "igm-landscape/1"
@@ -49,6 +50,17 @@ class LandscapeStore:
             raise UsageError(f"--out {out} exists and is not a landscape directory; pass another --out")
         return cls(out, config, fresh_arrays(axes, count))
 
+    @staticmethod
+    def holds(out: Path, config: dict[str, Any]) -> bool:
+        """Whether `out` holds the record of exactly this configuration."""
+        path = out / FILENAME
+        if not path.is_file():
+            return False
+        try:
+            return read_store(path)[0] == config
+        except UsageError:
+            return False
+
     def surface(self, i: int) -> dict[str, np.ndarray]:
         """Views of checkpoint i's `loss`, `accuracy` and `done` grids."""
         return {k: self.arrays[f"{k}.{i}"] for k in ("loss", "accuracy", "done")}
@@ -63,6 +75,7 @@ class LandscapeStore:
         path = self.out / FILENAME
         tmp = path.with_name(f".{FILENAME}.tmp-{os.getpid()}")
         save_file(self.arrays, str(tmp), metadata={"format": FORMAT, "config": json.dumps(self.config)})
+        os.chmod(tmp, file_mode())  # safetensors writes -rw-------; honour the umask instead
         os.replace(tmp, path)
         self.last_save = time.monotonic()
 

@@ -128,7 +128,7 @@ def test_a_branch_can_be_compared_across_architectures_but_the_fused_model_canno
     [
         (["missing.safetensors"], 3, "checkpoint not found"),
         (["A", "--modality", "audio"], 2, "--modality audio: not a branch"),
-        (["A", "--split", "dev"], 2, "--split must be"),
+        (["A", "--split", "dev"], 2, "Invalid value for '--split'"),
         (["A", "--dims", "3"], 2, "--dims must be 1 or 2"),
         (["A", "--grid", "2"], 2, "--grid must be"),
         (["A", "--span", "0"], 2, "--span must be positive"),

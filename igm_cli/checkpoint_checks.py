@@ -143,11 +143,11 @@ def meta_model(checkpoint: Checkpoint, preset: Preset):
     """The model the metadata describes, on the meta device: exact shapes, no memory."""
     from .pipeline import build_for
 
-    # Pretrained-weight paths (i3d `weights`) are not read: only shapes matter here, and a
-    # file from a stranger must not make igm open paths of its choosing before it is checked.
+    # I3D's converted weights are loaded into an architecture the preset fixes: not read here.
+    # (BERT and ResNet-50 take their architecture from the pretrained config, which is read.)
     modalities = [
         m.model_copy(update={"encoder": m.encoder.model_copy(update={"weights": None})})
-        if getattr(m.encoder, "weights", None)
+        if m.encoder.name == "i3d" and getattr(m.encoder, "weights", None)
         else m
         for m in preset.modalities
     ]

@@ -31,6 +31,8 @@ def from_pretrained(cls: Any, weights: str, **kwargs: Any) -> Any:
 
     logging.disable_progress_bar()  # stderr carries igm's own progress and one-line errors
     try:
+        if torch.get_default_device().type == "meta":  # sizing a checkpoint's model: config only
+            return cls(cls.config_class.from_pretrained(weights), **kwargs)
         return cls.from_pretrained(weights, **kwargs)
     except (OSError, ValueError) as e:
         raise WeightsUnavailable(weights, str(e).strip().splitlines()[0][:160]) from None

@@ -86,6 +86,11 @@ def _model_info(checkpoint: Checkpoint, preset: Preset) -> None:
         raise _fail(checkpoint, f"metadata model.dataset {str(info['dataset'])[:40]!r} is not the preset's")
     if info["data_dir"] is not None and not isinstance(info["data_dir"], str):
         raise _fail(checkpoint, "metadata model.data_dir is not a path")
+    configs = info.get("encoder_configs", {})
+    if not isinstance(configs, dict) or not all(
+        m in preset.modality_names and isinstance(c, dict) for m, c in configs.items()
+    ):
+        raise _fail(checkpoint, "metadata model.encoder_configs must map modalities to configs")
 
 
 def _positive_ints(values: Iterable[Any]) -> bool:
@@ -155,7 +160,7 @@ def meta_model(checkpoint: Checkpoint, preset: Preset):
     try:
         with torch.random.fork_rng(devices=[]):  # build_for seeds; leave the caller's RNG alone
             return build_for(preset, checkpoint.model_info, torch.device("meta"))
-    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+    except (RuntimeError, ValueError, TypeError, OverflowError, KeyError, AttributeError) as e:
         raise _fail(checkpoint, f"cannot size the model its metadata describes: {str(e)[:200]}") from None
 
 

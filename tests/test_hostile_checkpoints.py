@@ -205,6 +205,8 @@ GENERAL: dict[str, Callable[[Path], bytes]] = {
     "model-data-dir-int": meta_edit("model", set_in(["data_dir"], 5)),
     "model-one-class": meta_edit("model", set_in(["classes"], ["a"])),
     "model-is-list": meta_edit("model", lambda d: []),
+    "model-encoder-configs-junk": meta_edit("model", set_in(["encoder_configs"], {"kar": "x"})),
+    "model-config-for-an-mlp": meta_edit("model", set_in(["encoder_configs"], {"kar": {"hidden_size": 5}})),
     "state-not-mapping": meta_edit("state", lambda d: "stage 1"),
     "state-stage-99": meta_edit("state", set_in(["stage"], 99)),
     "state-unknown-key": meta_edit("state", set_in(["bogus"], 1)),

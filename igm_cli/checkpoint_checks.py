@@ -45,7 +45,9 @@ def verify_checkpoint(checkpoint: Checkpoint, specs: dict[str, TensorSpec], *, r
     _gm_tensors(checkpoint, model, specs)
     if resume:
         _resume_requirements(checkpoint, model, specs, preset, schedule)
-    stray = [k for k in specs if not k.startswith(("model.", "gm.")) and not _resume_key(k)]
+    # a method's own state (MLA's `mla.P`) lives under its name; checked finite when loaded
+    own = ("model.", "gm.", f"{preset.method}.")
+    stray = [k for k in specs if not k.startswith(own) and not _resume_key(k)]
     if stray:
         raise CheckpointError(f"checkpoint {checkpoint.path}: unexpected tensor {stray[0][:80]!r}")
 

@@ -26,14 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Every row states every setting that varies between rows (DEFAULTS holds the shared ones).
 DEFAULTS = ["sam.rho=0.05", "gm.enabled=true", "baseline.joint_loss=fused", "baseline.modality=null"]
 ROWS: list[tuple[str, str, list[str]]] = [
-    ("fou alone", "--method unimodal --set baseline.modality=fou --set sam.rho=0",
-     ["method=unimodal", "baseline.modality=fou", "sam.rho=0", "gm.enabled=false"]),
-    ("kar alone", "--method unimodal --set baseline.modality=kar --set sam.rho=0",
-     ["method=unimodal", "baseline.modality=kar", "sam.rho=0", "gm.enabled=false"]),
-    ("joint, CE of the fused prediction", "--method joint --set sam.rho=0",
-     ["method=joint", "baseline.joint_loss=fused", "sam.rho=0", "gm.enabled=false"]),
-    ("joint, sum of branch CEs", "--method joint --set baseline.joint_loss=sum --set sam.rho=0",
-     ["method=joint", "baseline.joint_loss=sum", "sam.rho=0", "gm.enabled=false"]),
+    ("fou alone", "--method unimodal --set baseline.modality=fou --set sam.baseline_rho=0",
+     ["method=unimodal", "baseline.modality=fou", "sam.baseline_rho=0", "gm.enabled=false"]),
+    ("kar alone", "--method unimodal --set baseline.modality=kar --set sam.baseline_rho=0",
+     ["method=unimodal", "baseline.modality=kar", "sam.baseline_rho=0", "gm.enabled=false"]),
+    ("joint, CE of the fused prediction", "--method joint --set sam.baseline_rho=0",
+     ["method=joint", "baseline.joint_loss=fused", "sam.baseline_rho=0", "gm.enabled=false"]),
+    ("joint, sum of branch CEs", "--method joint --set baseline.joint_loss=sum --set sam.baseline_rho=0",
+     ["method=joint", "baseline.joint_loss=sum", "sam.baseline_rho=0", "gm.enabled=false"]),
     ("IGM", "--set sam.rho=0.05",
      ["method=igm", "sam.rho=0.05", "gm.enabled=true"]),
     ("IGM without GM", "--set sam.rho=0.05 --set gm.enabled=false",

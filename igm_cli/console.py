@@ -205,6 +205,8 @@ def _pairs_cell(pairs: dict[str, str | None] | None) -> str:
     """`head.1 ← text.head.0, …; none: head.0` (which layer got which modality's T)."""
     if not pairs:
         return "—"
+    if all(src and src.split(".", 1)[-1] == layer for layer, src in pairs.items()):
+        return "same layers"  # the common case (equal heads): every layer got its namesake's T
     got = ", ".join(f"{layer} ← {src}" for layer, src in pairs.items() if src)
     none = ", ".join(layer for layer, src in pairs.items() if not src)
     return "; ".join(part for part in (got, f"none: {none}" if none else "") if part)

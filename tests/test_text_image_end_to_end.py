@@ -64,6 +64,8 @@ def test_the_stage_table_lists_which_layer_got_which_T():
     cell = _pairs_cell(IMAGE_PAIRS)
     assert cell == "head.1 ← text.head.0, head.3 ← text.head.2, head.4 ← text.head.3; none: head.0"
     assert _pairs_cell(None) == "—"
+    assert _pairs_cell({"head.0": "fou.head.0", "head.2": "fou.head.2"}) == "same layers"
+    assert _pairs_cell({"head.0": "fou.head.2"}) == "head.0 ← fou.head.2"
 
 
 def test_a_checkpoint_of_pretrained_encoders_is_evaluated_without_their_folders(tmp_path):

@@ -55,19 +55,6 @@ class Checkpoint:
         return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
 
 
-def file_mode() -> int:
-    """0o666 minus the process umask: the mode `open()` gives any other new file."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no /proc: read the umask by setting it, then put it back
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_checkpoint(
     path: Path,
     tensors: dict[str, torch.Tensor],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -22,11 +23,34 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Replace `path` by `data` atomically and durably; honours the umask like open() does."""
+def file_mode() -> int:
+    """0o666 minus the process umask: the mode `open()` gives any other new file."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read the umask by setting it, then put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: Path, data: bytes | str, *, unique: bool = False) -> None:
+    """Replace `path` by `data` atomically and durably; honours the umask like open() does.
+
+    `unique` takes a temporary name no other writer can hold (mkstemp): for directories that
+    several machines write into at once, such as a sharded sweep's.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     payload = data.encode() if isinstance(data, str) else data
+    if unique:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; others sharing the directory must read it
+    else:
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(payload)

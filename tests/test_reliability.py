@@ -439,3 +439,20 @@ def test_kill_9_at_random_points_then_resume_auto_equals_an_uninterrupted_run(tm
         "epoch",
         "stage",
     ] * 2
+
+
+def test_a_full_disk_in_landscape_and_sweep_files_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """surfaces.safetensors, landscape.json and the sweep's own files go through durable.py too."""
+    run = Path(train(resolve_preset("mfeat", TINY_SETS), runs_dir=tmp_path / "runs")["run_dir"])
+    commands = {
+        "landscape": ["landscape", str(run), "--grid", "3", "--batches", "1", "--out", str(tmp_path / "ls")],
+        "sweep": ["sweep", "--out", str(tmp_path / "sw"), "--seeds", "0", *set_args(TINY_SETS)],
+    }
+    for name, args in commands.items():
+        monkeypatch.setattr(durable, "open", DiskFull(1), raising=False)
+        result = runner.invoke(app, args)
+        monkeypatch.delattr(durable, "open")
+        assert result.exit_code == 1, (name, result.stderr)
+        line = one_line_error(result.stderr)
+        assert "No space left on device" in line and "cannot write" in line, (name, line)
+        assert not list(tmp_path.rglob(".*.tmp*")), name  # no temporary file is left behind

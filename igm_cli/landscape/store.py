@@ -10,16 +10,15 @@ with the same configuration continues, a different one is refused rather than mi
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
-from igm_cli.checkpoint import file_mode
+from igm_cli.durable import write_atomic
 from igm_cli.errors import UsageError
 
 FORMAT = "igm-landscape/1"
@@ -70,13 +69,10 @@ class LandscapeStore:
         return int(self.arrays[f"done.{i}"].sum())
 
     def save(self) -> None:
-        """Write under a temporary name, then rename into place."""
+        """Write atomically and durably; serialised in memory, so a full disk is one OSError."""
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / FILENAME
-        tmp = path.with_name(f".{FILENAME}.tmp-{os.getpid()}")
-        save_file(self.arrays, str(tmp), metadata={"format": FORMAT, "config": json.dumps(self.config)})
-        os.chmod(tmp, file_mode())  # safetensors writes -rw-------; honour the umask instead
-        os.replace(tmp, path)
+        data = save(self.arrays, metadata={"format": FORMAT, "config": json.dumps(self.config)})
+        write_atomic(self.out / FILENAME, data)
         self.last_save = time.monotonic()
 
     def maybe_save(self) -> None:

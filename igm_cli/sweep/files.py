@@ -7,19 +7,10 @@ network filesystem never clobber each other's half-written files.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
+from igm_cli.durable import write_atomic
 
 
 def trial_path(out: Path, trial_id: str) -> Path:
@@ -41,18 +32,10 @@ def write_json_atomic(path: Path, document: Any) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write under a unique temporary name in the same directory, then rename into place."""
+    """Write durably under a unique temporary name (shards share the directory), then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; others sharing the sweep must read it
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text, unique=True)
 
 
 def read_trials(out: Path, trial_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -44,23 +44,31 @@ def write_atomic(path: Path, data: bytes | str, *, unique: bool = False) -> None
     """
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    if unique:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(name)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; others sharing the directory must read it
-    else:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp: Path | None = None
     try:
+        tmp = _temporary(path, unique)
         with open(tmp, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _naming(e, path) from None
+    except BaseException as e:  # an interrupt mid-write must not leave the temporary file either
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
+        raise
     fsync_dir(path.parent)
+
+
+def _temporary(path: Path, unique: bool) -> Path:
+    """The temporary file beside `path` that the data is written to before the rename."""
+    if not unique:
+        return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(name, file_mode())  # mkstemp makes 0600; others sharing the directory must read it
+    return Path(name)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -143,3 +143,17 @@ def test_run_names_are_one_path_component(tmp_path):
     result = runner.invoke(app, ["train", "--runs-dir", "runs", *set_args([*TINY_SETS, "name=../escaped"])])
     assert result.exit_code == 2 and "name" in result.stderr
     assert not (tmp_path / "escaped").exists() and not list(tmp_path.glob("escaped*"))
+
+
+def test_every_package_ships_in_the_wheel():
+    """pyproject lists packages explicitly: a subpackage left out is missing from a real install."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(root).parts) for init in (root / "igm_cli").rglob("__init__.py")
+    }
+    assert found - listed == set()

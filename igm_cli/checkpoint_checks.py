@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from .checkpoint import Checkpoint, TensorSpec
+from .engine.grad_cosine import COSINE_EDGES, METER_PREFIX
 from .errors import CheckpointError, PresetError
 from .presets import Preset, preset_from_json
 
@@ -123,8 +124,17 @@ def _state(checkpoint: Checkpoint, epochs: list[int], resume: bool) -> None:
     if state["epochs_done"] != sum(epochs[:stage]) + epoch:
         raise _fail(checkpoint, f"state.epochs_done {state['epochs_done']} does not match stage {stage}")
     meter = state.get("gm_meter") or {}
-    if not all(isinstance(v, list) and len(v) == 2 and _finite_numbers(v) for v in meter.values()):
-        raise _fail(checkpoint, "metadata state.gm_meter entries must be two finite numbers")
+    for key, value in meter.items():
+        if key.startswith(METER_PREFIX):  # a gradient-cosine histogram: K counts
+            if not (isinstance(value, list) and len(value) == len(COSINE_EDGES) - 1 and _counts(value)):
+                bins = len(COSINE_EDGES) - 1
+                raise _fail(checkpoint, f"metadata state.gm_meter.{key[:60]} must be {bins} counts")
+        elif not (isinstance(value, list) and len(value) == 2 and _finite_numbers(value)):
+            raise _fail(checkpoint, "metadata state.gm_meter entries must be two finite numbers")
+
+
+def _counts(values: list[Any]) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62 for v in values)
 
 
 def _of_type(value: Any, annotation: str) -> bool:

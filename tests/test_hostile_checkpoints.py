@@ -156,6 +156,8 @@ def rename_modality(p: Path) -> bytes:
 W = "model.branches.kar.head.0.weight"
 T = "gm.T.fou.head.0"
 
+COSINE_KEY = "grad_cos.kar.head.0"  # gradient-cosine counts in state.gm_meter
+
 # name → bytes of the hostile file, made from the good checkpoint at the given path
 GENERAL: dict[str, Callable[[Path], bytes]] = {
     "empty": lambda p: b"",
@@ -213,6 +215,8 @@ GENERAL: dict[str, Callable[[Path], bytes]] = {
     "state-missing-key": meta_edit("state", lambda d: d.pop("step") and None),
     "state-epoch-string": meta_edit("state", set_in(["epoch"], "a")),
     "state-negative-step": meta_edit("state", set_in(["step"], -5)),
+    "state-cosine-counts-short": meta_edit("state", set_in(["gm_meter", COSINE_KEY], [1, 2])),
+    "state-cosine-counts-negative": meta_edit("state", set_in(["gm_meter", COSINE_KEY], [-1] * 26)),
     "metadata-value-not-string": lambda p: header_edit(p, lambda h: h["__metadata__"].update(state=5)),
 }
 

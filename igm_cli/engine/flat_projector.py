@@ -109,6 +109,10 @@ class FlatProjector:
             p.grad_sq += b.double().square()
             p.projected_sq += a.double().square()
 
+    def paired_weights(self) -> list[tuple[str, nn.Parameter]]:
+        """(layer name, weight) of every layer `apply` modifies this stage, in forward order."""
+        return [(p.name, p.linear.weight) for p in self._active]
+
     def stage_report(self) -> dict[str, float]:
         """Per paired layer: the share of gradient norm T removed, 1 − ‖∇W T‖/‖∇W‖ (pooled)."""
         report = {}

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igm_cli.engine.flat_projector import FlatProjector
+from igm_cli.engine.flat_projector import FlatProjector, head_pairs
+from igm_cli.engine.grad_cosine import GradCosine
 from igm_cli.engine.stages import Stage, StageSchedule, previous_modality
 from igm_cli.preset_schema import Preset
 
@@ -30,6 +31,8 @@ class Igm(Method):
     def __init__(self, preset: Preset):
         super().__init__(preset)
         self.projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled)
+        self.cosine = GradCosine()  # cos(∇W, ∇W T) per step and layer (paper Figure 1)
+        self._observed: list[tuple[str, nn.Parameter]] = []
 
     def schedule(self) -> StageSchedule:
         """Stage s trains modalities[s mod m]; its T source is the previous modality in the cycle."""
@@ -56,8 +59,11 @@ class Igm(Method):
         return [cross_entropy_substep(m, params, lambda x, y: F.cross_entropy(model.branch(m)(x[m]), y))]
 
     def before_step(self, substep: Substep) -> None:
-        """∇W ← ∇W T on the paired head layers (Eq. 9)."""
+        """∇W ← ∇W T on the paired head layers (Eq. 9); the change's cosine goes into the histogram."""
+        keys = [k for k, _ in self._observed]
+        before = [w.grad for _, w in self._observed]
         self.projector.apply()
+        self.cosine.observe(keys, before, [w.grad for _, w in self._observed])
 
     def begin_stage(self, model: nn.Module, stage: Stage, meter: dict | None) -> list[str]:
         """Pair the active head with the source's T (only for modalities in `gm.targets`)."""
@@ -67,7 +73,22 @@ class Igm(Method):
         paired = self.projector.begin_stage(model, m, source)
         if meter:
             self.projector.load_meter(meter)
+        self._observed = [(f"{m}.{name}", w) for name, w in self._cosine_layers(model, stage)]
+        device = next(model.branch(m).parameters()).device
+        self.cosine.begin_stage([k for k, _ in self._observed], device, meter)
         return paired
+
+    def _cosine_layers(self, model: nn.Module, stage: Stage) -> list[tuple[str, nn.Parameter]]:
+        """The layers T acts on; while T = I (no T of the source yet, GM off) those it would act on."""
+        paired = self.projector.paired_weights()
+        if paired:
+            return paired
+        (m,) = stage.active
+        pairs = head_pairs(model, m, stage.source or m)
+        mine = model.head_linears(m)
+        if self.projector.last_hidden_only:  # MIE's option: only the layer before the classifier
+            mine = mine[-2:-1]
+        return [(name, linear.weight) for name, linear in mine if pairs[name]]
 
     def end_stage(self, model: nn.Module, stage: Stage, batches_for: BatchesFor) -> dict[str, Any]:
         """Collect Ȳ and T of the modality that just trained (Algorithm 1, lines 11–13)."""
@@ -75,14 +96,18 @@ class Igm(Method):
         if self.projector.enabled:
             (m,) = stage.active
             self.projector.collect(model, m, batches_for(m))
-        return {
+        report: dict[str, Any] = {
             "gm_removed_share": removed,
             "T_trace_ratio": {m: self.projector.strength(m) for m in stage.active},
         }
+        histogram = self.cosine.stage_histogram()
+        if histogram is not None:
+            report["grad_cos_hist"] = histogram
+        return report
 
     def meter_state(self) -> dict[str, list[float]]:
-        """The stage's gradient-norm accumulators."""
-        return self.projector.meter_state()
+        """The stage's gradient-norm accumulators and gradient-cosine counts."""
+        return {**self.projector.meter_state(), **self.cosine.meter_state()}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Every T and Ȳ (gm.T.<modality>.<layer>, gm.cov.<...>)."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igm_cli.engine.grad_cosine import GradCosine
 from igm_cli.engine.stages import Stage
 from igm_cli.errors import PresetError
 from igm_cli.models.shared import SharedHeadModel, feature_branches, feature_size
@@ -61,6 +62,7 @@ class Mla(Method):
             )
         self.dim = next(iter(dims.values()))
         self.P = torch.eye(self.dim, dtype=torch.float64)
+        self.cosine = GradCosine()  # cos(G, G Pᵀ) per step and modality (paper Figure 1)
 
     @property
     def fusion(self) -> str:
@@ -106,12 +108,33 @@ class Mla(Method):
         """G ← G Pᵀ on the shared head's weight (paper); nothing when `released` or `off`."""
         grad = self._head.weight.grad
         if self.preset.mla.projection == "paper" and grad is not None:
-            grad.copy_(grad @ self.P.T.to(grad.dtype))
+            projected = grad @ self.P.T.to(grad.dtype)
+            self.cosine.observe([f"{substep.key}.head"], [grad], [projected])
+            grad.copy_(projected)
 
     def after_step(self, substep: Substep) -> None:
         """The OWM update with the modality's batch-mean head input."""
         if self.preset.mla.projection == "paper":
             self.P = owm_update(self.P, substep.memo["xbar"].to(self.P.device), self.preset.mla.alpha)
+
+    def begin_stage(self, model: nn.Module, stage: Stage, meter: dict | None) -> list[str]:
+        """Start the gradient-cosine histogram of the shared head (only when P acts)."""
+        if self.preset.mla.projection == "paper":
+            keys = [f"{m}.head" for m in stage.active]
+            self.cosine.begin_stage(keys, model.head.weight.device, meter)
+        return []
+
+    def end_stage(self, model: nn.Module, stage: Stage, batches_for) -> dict:
+        """The stage record: no T; the histogram of cos(G, G Pᵀ) when the projection ran."""
+        report = super().end_stage(model, stage, batches_for)
+        histogram = self.cosine.stage_histogram()
+        if histogram is not None:
+            report["grad_cos_hist"] = histogram
+        return report
+
+    def meter_state(self) -> dict[str, list[float]]:
+        """The histogram's counts so far, for a stage resumed mid-way."""
+        return self.cosine.meter_state()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The projector P (float64), so a resumed run continues it."""

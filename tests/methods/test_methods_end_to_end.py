@@ -63,8 +63,16 @@ def test_method_trains_resumes_exactly_and_evaluates(tmp_path, method):
     assert a.keys() == b.keys() and a
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads(resumed.stdout)["test"] == results["test"]
+    # the gradient-cosine histogram (mla: cos(G, G Pᵀ); mie: cos(∇W, ∇W T)) continues exactly too
+    hists = [[r.get("grad_cos_hist") for r in stage_records(d)] for d in (run, cut)]
+    assert hists[0] == hists[1] and all(h is None for h in hists[0]) == (method == "dgl")
     # the finished run's last checkpoint stands at the end of its last stage: no optimizer state
     assert load_checkpoint(run / "last.safetensors").extra["optimizer"] is None
+
+
+def stage_records(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "stage"]
 
 
 def test_mla_released_writes_its_deviations(tmp_path):
@@ -77,6 +85,7 @@ def test_mla_released_writes_its_deviations(tmp_path):
     assert not any(d["switch"] in ("sam.rho", "gm.tau", "fusion") for d in results["deviations"])
     saved = json.loads((Path(results["run_dir"]) / "results.json").read_text())
     assert saved["deviations"] == results["deviations"]
+    assert "grad_cos_hist" not in saved["stages"][0]  # no projection ran: no histogram
 
 
 def test_shared_head_with_unequal_dims_exits_2_naming_the_field():
@@ -96,3 +105,4 @@ def test_baselines_show_their_sam_rho_which_defaults_to_plain(tmp_path):
     saved = json.loads((run / "results.json").read_text())
     assert saved["sam_rho"] == 0.0
     assert all(s["sam_realized"] is None for s in saved["stages"])  # no second pass ran
+    assert all("grad_cos_hist" not in s for s in saved["stages"])  # joint modifies no gradient

@@ -55,7 +55,7 @@ def _entry(switch: str, what: str) -> list[Deviation]:
 def _sam(preset: Preset) -> list[Deviation]:
     if preset.method not in IGM_LIKE:
         return []  # baselines use sam.baseline_rho, 0 by default: the plain method
-    rho = preset.sam.rho
+    rho = preset.sam.rho if preset.code_sam_rho is None else preset.code_sam_rho
     if rho == 0:
         return _entry("sam.rho", "SAM off (ρ = 0): plain steps; the paper trains with SAM")
     if any(abs(rho - p) <= 1e-3 * p for p in PAPER_RHO):
@@ -79,7 +79,8 @@ def _covariance_pass(preset: Preset) -> list[Deviation]:
     if preset.method not in IGM_LIKE or not preset.gm.enabled:
         return []
     out = []
-    if any(m.input.kind == "frames" for m in preset.modalities):
+    augmented = preset.recipe == "reference" and preset.reference.augmented_covariance  # listed by the recipe
+    if any(m.input.kind == "frames" for m in preset.modalities) and not augmented:
         out += _entry(
             "gm",
             "covariance pass without augmentation (deterministic inputs); the released code "
@@ -97,6 +98,8 @@ def _covariance_pass(preset: Preset) -> list[Deviation]:
 def _fusion(preset: Preset) -> list[Deviation]:
     if preset.method not in IGM_LIKE or preset.fusion in ("entropy", "entropy_logits"):
         return []
+    if preset.recipe == "reference" and preset.reference.mean_fusion:
+        return []  # the recipe's own line (reference.mean_fusion)
     return _entry("fusion", "fused by the mean of branch softmaxes; the paper states MLA's entropy weighting")
 
 
@@ -105,7 +108,9 @@ def _selection(preset: Preset) -> list[Deviation]:
     paper = PAPER_SELECTION.get(preset.dataset, "macro_f1")
     if preset.selection == paper:
         return []
-    return _entry("selection", f"best epoch selected on validation {preset.selection}, not {paper}")
+    on_test = preset.recipe == "reference" and preset.reference.test_selection
+    split = "test" if on_test else "validation"
+    return _entry("selection", f"best epoch selected on {split} {preset.selection}, not {paper}")
 
 
 @check

@@ -37,8 +37,9 @@ def evaluate_checkpoint(
     used_threads = use_threads(threads, model)
     load_weights(model, checkpoint.group("model"), checkpoint.path)
     batches = SplitBatches(data.split(split), trained_modalities(preset), torch_device)
-    fusion = fusion or get_method(preset).fusion
-    metrics = evaluate_model(model, batches, preset.data.eval_batch_size, fusion)
+    method = get_method(preset)
+    fusion = fusion or method.fusion
+    metrics = evaluate_model(model, batches, method.eval_batch_size, fusion)
     return {
         "checkpoint": str(checkpoint.path),
         "preset": preset.name,

@@ -219,6 +219,10 @@ class RunSink:
         """One line of metrics.jsonl."""
         append_jsonl(self.run_dir / "metrics.jsonl", record)
 
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The model tensors of best.safetensors (a stage of recipe reference starts from them)."""
+        return load_checkpoint(self.run_dir / "best.safetensors").group("model")
+
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Load `model.*` tensors; a mismatch is a CheckpointError, not a traceback."""
@@ -330,6 +334,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
                 "total_epochs": trainer.schedule.total_epochs,
                 "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
                 "threads": preset.threads,
+                "selection_split": method.selection_split,
             },
         )
         state = trainer.fit(state, restore_optimizer)
@@ -388,13 +393,15 @@ def _build_trainer(preset, model, data, method, sink, device, on_event) -> Train
         model,
         method,
         make_optimizer=lambda params: build_optimizer(preset.optimizer, params),
-        lr_at=lambda epoch, epochs: learning_rate(preset.schedule, preset.optimizer.lr, epoch, epochs),
+        lr_at=lambda epoch, epochs: learning_rate(
+            preset.schedule, preset.optimizer.lr, epoch, epochs, method.lr_epoch_offset
+        ),
         train=SplitBatches(data.split("train"), modalities, device),
-        val=SplitBatches(data.split("val"), modalities, device),
-        sam=SamStep(method.sam_rho),
+        val=SplitBatches(data.split(method.selection_split), modalities, device),
+        sam=SamStep(method.trainer_sam_rho),
         config=TrainerConfig(
             batch_size=preset.data.batch_size,
-            eval_batch_size=preset.data.eval_batch_size,
+            eval_batch_size=method.eval_batch_size,
             fusion=method.fusion,
             selection=preset.selection,
             seed=preset.seed,
@@ -440,7 +447,11 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, meth
     best = load_checkpoint(run_dir / "best.safetensors")
     load_weights(model, best.group("model"), best.path)
     test = SplitBatches(data.split("test"), modalities, device)
-    test_metrics = evaluate_model(model, test, preset.data.eval_batch_size, method.fusion)
+    test_metrics = evaluate_model(model, test, method.eval_batch_size, method.fusion)
+    val = best.extra.get("val", {})
+    if method.selection_split != "val":  # best.extra holds the selecting split's metrics: report val too
+        val_split = SplitBatches(data.split("val"), modalities, device)
+        val = evaluate_model(model, val_split, method.eval_batch_size, method.fusion)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {
         "preset": preset.name,
@@ -454,12 +465,12 @@ def _final_results(preset, run_dir, model, data, modalities, device, state, meth
         "checkpoint": str(run_dir / "best.safetensors"),
         "selection": {
             "metric": preset.selection,
-            "split": "val",
+            "split": method.selection_split,
             "epoch": state.best_epoch,
             "stage": state.best_stage,
             "value": state.best_metric,
         },
-        "val": best.extra.get("val", {}),
+        "val": val,
         "test": test_metrics,
         "stages": _stage_summaries(records, model, method.uses_gm),
         "deviations": deviations(preset) + method.deviations(),

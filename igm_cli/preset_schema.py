@@ -377,6 +377,40 @@ class Mie(Section):
     """head: T on every head Linear; penultimate: only the layer before the classifier (§3.2's example)."""
 
 
+class Reference(Section):
+    """`recipe: reference`: the released code's behaviour (released-code.md §3–§6), one key per departure.
+
+    Read only with `recipe: reference`; every key that departs from the paper is listed under
+    `deviations` in results.json. Set one back (e.g. `reference.test_selection=false`) to drop it.
+    """
+
+    mixup_alpha: Annotated[float, Field(ge=0)] = 1.0
+    """Beta(α, α) mixup of the active modality's input every step (code: 1.0, Twitter 0.9; 0: none);
+    token inputs (text) are never mixed."""
+    flat_ratio: Annotated[float, Field(ge=0, le=1)] = 0.3
+    """r of the code's loss (1 − r)·mixupCE(o) + r·CE(o′, y), o′ the head re-applied to the features."""
+    code_sam: bool = True
+    """The code's "SAM": every tensor of the active encoder and head moved by ρ·g/‖g‖ (per-tensor
+    norm, autograd.grad), never restored; false: the paper's SAM with sam.rho (global norm, restored)."""
+    rho: Annotated[float, Field(ge=0)] | None = None
+    """ρ of the code's perturbation (null: sam.rho). Never restored, a ρ that acts (0.05) walks the
+    weights up the gradient every step; the code's 1e-10 / 1e-15 are no-ops in float32."""
+    restart_from_best: bool = True
+    """Each stage starts from the best checkpoint so far (then T, a new optimizer and schedule)."""
+    augmented_covariance: bool = True
+    """The covariance pass for T runs on training batches with training augmentation (model in eval mode)."""
+    unguarded_t: bool = True
+    """T exactly as the code: no clamp, no identity fallback (a flat spectrum gives NaN, reported)."""
+    test_selection: bool = True
+    """The best epoch is selected on the test split (the published protocol), not on validation."""
+    eval_batch_size: Annotated[int, Field(gt=0)] | None = 64
+    """Evaluation batch of the code (null: data.eval_batch_size)."""
+    mean_fusion: bool = True
+    """Fuse by the mean of the branch softmaxes whatever `fusion` says."""
+    lr_step_before_epoch: bool = True
+    """The code calls StepLR.step() before each epoch: a stage's step decay comes one epoch early."""
+
+
 MethodName = Literal["igm", "joint", "unimodal", "mla", "dgl", "mie"]
 
 
@@ -395,8 +429,9 @@ class Preset(Section):
     """igm (alternating stages + GM + SAM), joint (all branches at once), unimodal, mla, dgl or mie."""
     method_defaults: dict[MethodName, dict] = {}
     """Per-method settings applied under --set when that method is chosen (e.g. MLA's own lr)."""
-    recipe: Literal["paper"] = "paper"
-    """paper: the method as the paper states it (validation-split model selection)."""
+    recipe: Literal["paper", "reference"] = "paper"
+    """paper: the method as the paper states it (validation-split model selection); reference (method
+    igm): the released code's training, its departures listed under `deviations` (section `reference`)."""
     modalities: Annotated[list[Modality], Field(min_length=1)]
     """Branches in stage order."""
     head: Head = Head()
@@ -421,6 +456,8 @@ class Preset(Section):
     """Method dgl."""
     mie: Mie = Mie()
     """Method mie."""
+    reference: Reference = Reference()
+    """Switches of `recipe: reference`."""
     fusion: Literal["mean", "entropy", "entropy_logits"] = "mean"
     """Late fusion: mean of softmaxes; entropy = per-sample entropy weights on the probabilities;
     entropy_logits = the same weights on the logits, then softmax (MLA's own fusion)."""
@@ -444,11 +481,22 @@ class Preset(Section):
         unknown = [t for t in self.gm.targets or [] if t not in names]
         if unknown:
             problems.append(f"gm.targets: {unknown} not among the modalities {names}")
+        if self.recipe == "reference" and self.method != "igm":
+            problems.append(
+                f"recipe: reference reproduces the released IGM code; it needs method igm (got {self.method})"
+            )
         if self.baseline.modality is not None and self.baseline.modality not in names:
             problems.append(f"baseline.modality: must be one of {names} (got {self.baseline.modality!r})")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def code_sam_rho(self) -> float | None:
+        """ρ of recipe reference's in-step perturbation, or None when that perturbation is off."""
+        if self.recipe != "reference" or not self.reference.code_sam:
+            return None
+        return self.sam.rho if self.reference.rho is None else self.reference.rho
 
     @property
     def modality_names(self) -> list[str]:

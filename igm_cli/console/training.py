@@ -14,6 +14,8 @@ from . import METRIC_COLUMNS, EventDisplay, _count, _escape, info
 class TrainingDisplay(EventDisplay):
     """Event sink for the trainer: a progress bar on a TTY, one line per epoch otherwise."""
 
+    selection_split = "val"  # run_start says which split selects (recipe reference: test)
+
     def on_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Render one trainer event."""
         if kind == "resume_auto":  # said even under --quiet: it is what the command decided
@@ -21,6 +23,7 @@ class TrainingDisplay(EventDisplay):
         if self.quiet:
             return
         if kind == "run_start":
+            self.selection_split = payload.get("selection_split", "val")
             verb = "resuming" if payload["resumed"] else "run"
             threads = payload.get("threads")
             info(
@@ -42,7 +45,8 @@ class TrainingDisplay(EventDisplay):
             parts = " ".join(f"{m} {v['accuracy']:.3f}" for m, v in val.items())
             mark = " *" if payload["best"] else ""
             loss = payload["train_loss"]
-            info(f"  epoch {payload['epochs_done']:>3}  loss {loss:.4f}  val acc: {parts}{mark}")
+            split = self.selection_split
+            info(f"  epoch {payload['epochs_done']:>3}  loss {loss:.4f}  {split} acc: {parts}{mark}")
         elif kind == "stage_end":
             removed = payload["gm_removed_share"]
             if removed:
@@ -74,10 +78,14 @@ def resume_auto_line(p: dict[str, Any]) -> str:
 
 def results_table(results: dict[str, Any]) -> None:
     """Per-branch and fused metrics, validation (selected epoch) beside test."""
-    table = Table(
-        title=f"{results['preset']} · {results['method']} · SAM ρ {results.get('sam_rho', 0):g} · "
-        f"selected epoch {results['selection']['epoch']} by val {results['selection']['metric']}"
-    )
+    selection = results["selection"]
+    split = selection.get("split", "val")
+    recipe = " · recipe reference" if results.get("recipe") == "reference" else ""
+    chosen = f"selected epoch {selection['epoch']} by {split} {selection['metric']}"
+    if split == "test":  # the published protocol: say it where the numbers are
+        chosen += " (the TEST split selected the model)"
+    rho = results.get("sam_rho", 0)
+    table = Table(title=f"{results['preset']} · {results['method']}{recipe} · SAM ρ {rho:g} · {chosen}")
     table.add_column("branch")
     for split in ("val", "test"):
         for metric in METRIC_COLUMNS:
@@ -113,9 +121,13 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
         traces = "; ".join(
             f"{k} {v:.3f}" for layers in s["T_trace_ratio"].values() for k, v in layers.items()
         )
+        flat = "; ".join(
+            f"{k}: {v}" for layers in s.get("T_degenerate", {}).values() for k, v in layers.items()
+        )
+        traces = "; ".join(part for part in (traces, flat and f"degenerate {flat}") if part)
         sam = s.get("sam_realized")
         sam = (
-            "off"
+            s.get("sam_note", "off")
             if sam is None
             else f"{sam['moved_share']:.1%} of weights, ‖ε‖/‖θ‖ {sam['relative_size']:.1e}"
         )

@@ -33,9 +33,15 @@ class FlatProjector:
     """Covariances and T per (modality, layer); applies the previous modality's T."""
 
     def __init__(
-        self, tau: float, enabled: bool = True, centred: bool = False, last_hidden_only: bool = False
+        self,
+        tau: float,
+        enabled: bool = True,
+        centred: bool = False,
+        last_hidden_only: bool = False,
+        guards: bool = True,
     ):
         self.tau = tau
+        self.guards = guards  # False: T exactly as the released code (recipe: reference)
         self.enabled = enabled
         self.centred = centred  # MIE option: per-batch covariance instead of z̄ z̄ᵀ
         self.last_hidden_only = last_hidden_only  # MIE option: T only on the layer before the classifier
@@ -66,7 +72,7 @@ class FlatProjector:
             for handle in handles:
                 handle.remove()
         self.cov[modality] = cov
-        self.T[modality] = {name: projection_matrix(c, self.tau) for name, c in cov.items()}
+        self.T[modality] = {name: projection_matrix(c, self.tau, self.guards) for name, c in cov.items()}
 
     def begin_stage(self, model: LateFusionModel, active: str, source: str | None) -> list[str]:
         """Pair the active head's Linears with `source`'s T; returns the paired layer names.

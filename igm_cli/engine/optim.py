@@ -20,10 +20,13 @@ def build_optimizer(spec: Optimizer, params: Iterable[torch.nn.Parameter]) -> to
     return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
 
 
-def learning_rate(schedule: Schedule, base_lr: float, epoch: int, epochs: int) -> float:
-    """LR of `epoch` (0-based) of a stage of `epochs` epochs; stateless, so resume is exact."""
+def learning_rate(schedule: Schedule, base_lr: float, epoch: int, epochs: int, step_offset: int = 0) -> float:
+    """LR of `epoch` (0-based) of a stage of `epochs` epochs; stateless, so resume is exact.
+
+    `step_offset=1`: the released code's StepLR.step() before each epoch (decay one epoch early).
+    """
     if schedule.name == "step":
-        lr = base_lr * schedule.gamma ** (epoch // schedule.step_size)
+        lr = base_lr * schedule.gamma ** ((epoch + step_offset) // schedule.step_size)
     elif schedule.name == "cosine":
         lr = base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
     else:

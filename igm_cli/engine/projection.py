@@ -26,14 +26,21 @@ def batch_covariance(x: torch.Tensor) -> torch.Tensor:
     return centred.T @ centred / z.shape[0]
 
 
-def projection_matrix(cov: torch.Tensor, tau: float) -> torch.Tensor:
+def projection_matrix(cov: torch.Tensor, tau: float, guards: bool = True) -> torch.Tensor:
     """T = V exp(−τ (Λ − λmin I)/(λmax − λmin)) Vᵀ of a PSD matrix (Eq. 4), float64.
 
     Eigenvalues are clamped ≥ 0 and a (numerically) flat spectrum gives the identity.
+    `guards=False` is the released code (`recipe: reference`): its `torch.svd` of the symmetric
+    R gives |λ| and the eigenvectors, so |λ| here; λmax = λmin gives 0/0 = NaN, as there.
     """
     cov64 = cov.detach().to(torch.float64)
     cov64 = (cov64 + cov64.T) / 2
     eigenvalues, V = torch.linalg.eigh(cov64)  # ascending; V (d, d)
+    if not guards:
+        eigenvalues = eigenvalues.abs()  # singular values of a symmetric matrix
+        lam_min, lam_max = eigenvalues.min(), eigenvalues.max()
+        T = (V * torch.exp(-tau * (eigenvalues - lam_min) / (lam_max - lam_min))) @ V.T
+        return (T + T.T) / 2
     eigenvalues = eigenvalues.clamp_min(0)
     lam_min, lam_max = eigenvalues[0], eigenvalues[-1]
     spread = lam_max - lam_min

@@ -36,6 +36,9 @@ class CheckpointSink(Protocol):
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl."""
 
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        """The model state of the best checkpoint so far (for methods that restart from it)."""
+
 
 def state_to_dict(state: TrainState) -> dict[str, Any]:
     """JSON-able form for checkpoint metadata."""

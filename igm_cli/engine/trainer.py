@@ -158,9 +158,14 @@ class Trainer:
         self.sink.log(record)
         self.on_event("epoch_end", record)
         stage_done = state.epoch == stage.epochs
+        restart = stage_done and self.method.restarts_from_best
+        if improved and restart:  # the next stage starts from the best weights: write them first
+            self.sink.save("best", state, None, {"val": val})
+        if restart:  # T then comes from these weights, as the released code computes it
+            self.model.load_state_dict(self.sink.best_weights())
         if stage_done:  # collect T first, so a best checkpoint holds the T this stage produced
             self._end_stage(stage, state)
-        if improved:
+        if improved and not restart:
             self.sink.save("best", state, None, {"val": val})
         if stage_done:
             state.stage, state.epoch, state.gm_meter = stage.index + 1, 0, {}
@@ -209,7 +214,7 @@ class Trainer:
         def batches_for(modality: str):
             branch = self.model.branch(modality)
             for x, _ in self.train_batches.iterate(self.config.batch_size, order):
-                yield branch.prepare(x[modality], train=False)
+                yield branch.prepare(x[modality], train=self.method.augmented_covariance)
 
         report = self.method.end_stage(self.model, stage, batches_for)
         record = {"kind": "stage", "stage": stage.index, "active": list(stage.active), "source": stage.source}

@@ -110,6 +110,36 @@ class Method:
         return self.preset.fusion
 
     @property
+    def trainer_sam_rho(self) -> float:
+        """ρ of the Trainer's SamStep (0 when the method perturbs inside its own step)."""
+        return self.sam_rho
+
+    @property
+    def restarts_from_best(self) -> bool:
+        """Whether each stage starts from the best checkpoint so far (recipe reference)."""
+        return False
+
+    @property
+    def augmented_covariance(self) -> bool:
+        """Whether end_stage's covariance batches get training augmentation (recipe reference)."""
+        return False
+
+    @property
+    def selection_split(self) -> str:
+        """The split whose fused metric selects the best epoch."""
+        return "val"
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Batch size of evaluation."""
+        return self.preset.data.eval_batch_size
+
+    @property
+    def lr_epoch_offset(self) -> int:
+        """Epochs added to a stage's epoch index by the step schedule (1: StepLR stepped before it)."""
+        return 0
+
+    @property
     def uses_gm(self) -> bool:
         """Whether T acts on head gradients (results.json then reports which layers it paired)."""
         return False

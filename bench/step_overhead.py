@@ -15,7 +15,9 @@ Every block starts from the same weights and empty momentum and walks through th
 batches: training many steps on one batch drives the gradients into denormal floats, which
 slows a CPU step ~100× and measures nothing useful.
 
-    python bench/step_overhead.py [--quick] [--json] [--threads N]
+    python bench/step_overhead.py [--quick] [--json] [--threads N] [--scope | --scope-only]
+
+`--scope` adds gm.scope=fraction 0.3 vs head on the crema-d audio branch (scope_overhead.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from igm_cli.methods import get_method
 from igm_cli.methods.igm import Igm
 from igm_cli.pipeline import build_for, model_info, open_data
 from igm_cli.presets import Preset, resolve_preset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from the repo root
+import scope_overhead  # noqa: E402
 
 BATCH = 12
 RHO = 0.05
@@ -481,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--methods-only", action="store_true", help="only the per-method table")
+    parser.add_argument("--scope", action="store_true", help="also gm.scope=fraction 0.3 vs head (minutes)")
+    parser.add_argument("--scope-only", action="store_true", help="only gm.scope=fraction 0.3 vs head")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -489,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     steps_budget, fixed_budget = (4.0, 1.0) if args.quick else (20.0, 4.0)  # seconds per model
 
     load_before = round(os.getloadavg()[0], 2)  # 1-min load average: others' work on the same cores
+    if args.scope_only:
+        return scope_main(args.quick, args.json, load_before)
     started = time.perf_counter()
     models = []
     method_rows = [
@@ -530,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS,
         "models": models,
         "methods": method_rows,
+        "scope": scope_overhead.run(args.quick) if args.scope else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.json:
@@ -539,7 +549,23 @@ def main(argv: list[str] | None = None) -> int:
         if models:
             print_table(results)
         print_methods(method_rows)
+        if results["scope"]:
+            scope_overhead.print_report(results["scope"])
         print(f"\n({results['seconds']} s)")
+    return 0
+
+
+def scope_main(quick: bool, as_json: bool, load_before: float) -> int:
+    """Only the gm.scope=fraction 0.3 vs head measurements (bench/scope_overhead.py)."""
+    result = {"load_before": load_before, "cpus": os.cpu_count(), **scope_overhead.run(quick)}
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        threads, cpus = result["threads"], result["cpus"]
+        print(f"torch {torch.__version__}, {threads} thread(s), load average {load_before} on {cpus} CPUs")
+        scope_overhead.print_report(result)
+        print(f"\n({result['seconds']} s)")
     return 0
 
 

@@ -43,7 +43,7 @@ def verify_checkpoint(checkpoint: Checkpoint, specs: dict[str, TensorSpec], *, r
     _state(checkpoint, [s.epochs for s in schedule.stages], resume)
     model = meta_model(checkpoint, preset)
     _model_tensors(checkpoint, model, specs)
-    _gm_tensors(checkpoint, model, specs)
+    _gm_tensors(checkpoint, _gm_inputs(model, preset), specs)
     if resume:
         _resume_requirements(checkpoint, model, specs, preset, schedule)
     # a method's own state (MLA's `mla.P`) lives under its name; checked finite when loaded
@@ -199,20 +199,31 @@ def _model_tensors(checkpoint: Checkpoint, model: torch.nn.Module, specs: dict[s
             raise _fail(checkpoint, f"{key} is {spec.dtype}, its model needs {dtype}")
 
 
-def _head_inputs(model) -> dict[str, dict[str, int]]:
-    """Modality → head layer → input size (the side of its T and covariance)."""
-    return {m: {name: lin.in_features for name, lin in model.head_linears(m)} for m in model.modalities}
+def _gm_inputs(model, preset: Preset) -> dict[str, dict[str, int]]:
+    """Modality → GM layer under the preset's gm.scope → the side of its T and covariance."""
+    if preset.gm.scope == "head":
+        return {m: {name: lin.in_features for name, lin in model.head_linears(m)} for m in model.modalities}
+    from .engine.gm_scope import branch_scope, t_size
+
+    return {
+        m: {
+            name: t_size(layer)
+            for name, layer in branch_scope(model.branch(m), "fraction", preset.gm.fraction).layers
+        }
+        for m in model.modalities
+    }
 
 
-def _gm_tensors(checkpoint: Checkpoint, model, specs: dict[str, TensorSpec]) -> None:
-    """gm.T.<modality>.<layer> and gm.cov.<...>: a head layer of the model, (d, d) float64."""
-    heads = _head_inputs(model)
+def _gm_tensors(
+    checkpoint: Checkpoint, heads: dict[str, dict[str, int]], specs: dict[str, TensorSpec]
+) -> None:
+    """gm.T.<modality>.<layer> and gm.cov.<...>: a GM layer of the model (gm.scope), (d, d) float64."""
     for key, spec in specs.items():
         if not key.startswith("gm."):
             continue
         parts = key.split(".", 3)
         if len(parts) != 4 or parts[1] not in ("T", "cov") or parts[3] not in heads.get(parts[2], {}):
-            raise _fail(checkpoint, f"unexpected tensor {key[:80]!r} (no such modality or head layer)")
+            raise _fail(checkpoint, f"unexpected tensor {key[:80]!r} (no such modality or GM layer)")
         d = heads[parts[2]][parts[3]]
         if spec.shape != (d, d) or spec.dtype != "F64":
             raise _fail(
@@ -254,10 +265,10 @@ def _resume_requirements(checkpoint: Checkpoint, model, specs, preset: Preset, s
 
 
 def _finished_stage_T(checkpoint: Checkpoint, model, specs, preset: Preset, schedule) -> None:
-    """Every single-modality stage before state.stage left T and covariance of each head layer."""
+    """Every single-modality stage before state.stage left T and covariance of each GM layer."""
     if not (preset.gm.enabled and preset.method == "igm"):
         return
-    heads = _head_inputs(model)
+    heads = _gm_inputs(model, preset)
     for stage in schedule.stages[: checkpoint.state["stage"]]:
         if len(stage.active) != 1:
             continue

@@ -495,7 +495,10 @@ def _stage_summaries(records: list[dict[str, Any]], model, gm: bool) -> list[dic
         sam = {k: sum(x[k] for x in realized) / len(realized) for k in realized[0]} if realized else None
         active, source = record["active"], record["source"]
         has_T = gm and source in trained and len(active) == 1  # before the source's first stage T = I
-        pairs = head_pairs(model, active[0], source) if has_T else None
+        if "gm_pairs" in record:  # the method recorded the pairs it made (any gm.scope)
+            pairs = record["gm_pairs"]
+        else:
+            pairs = head_pairs(model, active[0], source) if has_T else None
         trained.update(active)
         stages.append({**record, "sam_realized": sam, "gm_pairs": pairs})
     return stages

@@ -314,8 +314,10 @@ class Gm(Section):
     """Apply T of the previous modality to the active head's weight gradients."""
     tau: Annotated[float, Field(gt=0)] = 0.4
     """Scaling factor τ of Eq. 4; T's eigenvalues lie in [exp(-τ), 1]."""
-    scope: Literal["head"] = "head"
-    """Layers GM acts on: the classification head (paper default)."""
+    scope: Literal["head", "fraction"] = "head"
+    """Layers GM acts on: head (its Linears, the paper's default) or fraction (paper Table 4)."""
+    fraction: Annotated[float, Field(gt=0, le=1)] = 0.3
+    """scope=fraction: share of each branch's parameters, taken from the classifier back (Table 4)."""
     targets: list[str] | None = None
     """Modalities whose training T modifies (null: all); [video] is the paper's "w/o a-GM" (Table 3)."""
 

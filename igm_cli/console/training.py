@@ -9,6 +9,7 @@ from rich.table import Table
 import igm_cli.console as base
 
 from . import METRIC_COLUMNS, EventDisplay, _count, _escape, info
+from .gm_layers import beyond_head, gm_layer_table, short_layer, span
 
 
 class TrainingDisplay(EventDisplay):
@@ -50,7 +51,7 @@ class TrainingDisplay(EventDisplay):
         elif kind == "stage_end":
             removed = payload["gm_removed_share"]
             if removed:
-                share = ", ".join(f"{k} {v:.1%}" for k, v in removed.items())
+                share = ", ".join(f"{short_layer(k)} {v:.1%}" for k, v in removed.items())
                 info(f"  GM removed this share of the gradient norm: {share}")
 
 
@@ -60,7 +61,7 @@ def gm_note(payload: dict[str, Any]) -> str:
     if not payload.get("gm", True) or source is None:
         return "no GM"
     if payload["paired"]:
-        return f"T from {source} on {', '.join(payload['paired'])}"
+        return f"T from {source} on {', '.join(short_layer(n) for n in payload['paired'])}"
     return f"T = I (no T of {source} yet)"
 
 
@@ -116,6 +117,7 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
         "SAM ε as realized",
     ):
         table.add_column(column)
+    per_layer = beyond_head(stages)  # many layers: compact cells here, details in their own table
     for s in stages:
         removed = ", ".join(f"{k} {v:.1%}" for k, v in s["gm_removed_share"].items()) or "— (no T)"
         traces = "; ".join(
@@ -125,6 +127,10 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
             f"{k}: {v}" for layers in s.get("T_degenerate", {}).values() for k, v in layers.items()
         )
         traces = "; ".join(part for part in (traces, flat and f"degenerate {flat}") if part)
+        if per_layer:
+            removed = span(s["gm_removed_share"], ".1%") or "— (no T)"
+            compact = "; ".join(span(layers, ".3f") for layers in s["T_trace_ratio"].values() if layers)
+            traces = "; ".join(part for part in (compact, flat and f"degenerate {flat}") if part)
         sam = s.get("sam_realized")
         sam = (
             s.get("sam_note", "off")
@@ -135,6 +141,8 @@ def stage_table(stages: list[dict[str, Any]]) -> None:
         source = s["source"] if s["gm_removed_share"] and s.get("source") else "—"  # the T that acted
         table.add_row(str(s["stage"]), "+".join(s["active"]), source, pairs, removed, traces or "—", sam)
     base.console.print(table)
+    if per_layer:
+        gm_layer_table(stages)
 
 
 def _pairs_cell(pairs: dict[str, str | None] | None) -> str:
@@ -143,8 +151,8 @@ def _pairs_cell(pairs: dict[str, str | None] | None) -> str:
         return "—"
     if all(src and src.split(".", 1)[-1] == layer for layer, src in pairs.items()):
         return "same layers"  # the common case (equal heads): every layer got its namesake's T
-    got = ", ".join(f"{layer} ← {src}" for layer, src in pairs.items() if src)
-    none = ", ".join(layer for layer, src in pairs.items() if not src)
+    got = ", ".join(f"{short_layer(layer)} ← {short_layer(src)}" for layer, src in pairs.items() if src)
+    none = ", ".join(short_layer(layer) for layer, src in pairs.items() if not src)
     return "; ".join(part for part in (got, f"none: {none}" if none else "") if part)
 
 

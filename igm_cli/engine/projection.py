@@ -1,12 +1,16 @@
 """Flat projection as pure functions: covariance accumulation (Eq. 2), T (Eq. 4), ∇W·T (Eq. 5).
 
 torch stores a Linear weight as (out, in); the paper's T ∇W acts on the input side, so
-here it is `W.grad @ T` with T of size (in, in).
+here it is `W.grad @ T` with T of size (in, in). A convolution is a Linear on its input
+patches: its weight (out, in, kh, kw) acts as (out, in·kh·kw) on unfolded patches, so its
+covariance is over patches and its gradient is right-multiplied in that shape.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 # Spectra flatter than this (relative to λmax) give T = I: the paper's formula divides by
 # λmax − λmin, and the released code does so without a guard.
@@ -17,6 +21,26 @@ def batch_mean_outer(x: torch.Tensor) -> torch.Tensor:
     """Y_t = z̄ z̄ᵀ of one batch (Eq. 2), in float64; x is (B, ..., d)."""
     z = x.detach().reshape(-1, x.shape[-1]).to(torch.float64).mean(0)  # (d,)
     return torch.outer(z, z)
+
+
+def batch_mean_patch_outer(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Σ_l p_l p_lᵀ over the patches of the batch-mean input map, float64 (in·kh·kw)².
+
+    What the released code accumulates for a Conv2d (released-code.md §3.2): the batch
+    mean (1, C, H, W) unfolded with the layer's kernel, dilation, padding and stride into
+    P (L, C·kh·kw), then PᵀP. Unfolding is linear, so this is also Σ_l p̄_l p̄_lᵀ of the
+    batch-mean patches. x is (B, C, H, W).
+    """
+    mean = x.detach().to(torch.float64).mean(0, keepdim=True)  # (1, C, H, W)
+    P = F.unfold(mean, conv.kernel_size, conv.dilation, conv.padding, conv.stride)[0]  # (C·kh·kw, L)
+    return P @ P.T
+
+
+def layer_covariance(layer: nn.Module, x: torch.Tensor, centred: bool = False) -> torch.Tensor:
+    """One batch's term of Ȳ at a GM layer's input (Eq. 2): z̄ z̄ᵀ, or patches for a Conv2d."""
+    if isinstance(layer, nn.Conv2d):
+        return batch_mean_patch_outer(x, layer)
+    return batch_covariance(x) if centred else batch_mean_outer(x)
 
 
 def batch_covariance(x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +76,9 @@ def projection_matrix(cov: torch.Tensor, tau: float, guards: bool = True) -> tor
 
 
 def project_grad_(weight: torch.nn.Parameter, T: torch.Tensor) -> None:
-    """W.grad ← W.grad @ T in place (Eq. 5/9); the bias is never touched."""
-    weight.grad = weight.grad @ T
+    """W.grad ← W.grad @ T (Eq. 5/9), a conv's as (out, in·kh·kw); the bias is never touched."""
+    grad = weight.grad
+    weight.grad = (grad.reshape(grad.shape[0], -1) @ T).reshape(grad.shape)
 
 
 def trace_ratio(T: torch.Tensor) -> float:

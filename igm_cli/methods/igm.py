@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igm_cli.engine.flat_projector import FlatProjector, head_pairs
+from igm_cli.engine.flat_projector import FlatProjector, scope_pairs
 from igm_cli.engine.grad_cosine import GradCosine
 from igm_cli.engine.stages import Stage, StageSchedule, previous_modality
 from igm_cli.preset_schema import Preset
@@ -30,7 +30,8 @@ class Igm(Method):
 
     def __init__(self, preset: Preset):
         super().__init__(preset)
-        self.projector = FlatProjector(preset.gm.tau, enabled=preset.gm.enabled)
+        gm = preset.gm
+        self.projector = FlatProjector(gm.tau, enabled=gm.enabled, scope=gm.scope, fraction=gm.fraction)
         self.cosine = GradCosine()  # cos(∇W, ∇W T) per step and layer (paper Figure 1)
         self._observed: list[tuple[str, nn.Parameter]] = []
 
@@ -84,11 +85,11 @@ class Igm(Method):
         if paired:
             return paired
         (m,) = stage.active
-        pairs = head_pairs(model, m, stage.source or m)
-        mine = model.head_linears(m)
+        mine = self.projector.layers(model, m).layers  # gm.scope's layers
+        pairs = scope_pairs(mine, self.projector.layers(model, stage.source or m).layers)
         if self.projector.last_hidden_only:  # MIE's option: only the layer before the classifier
             mine = mine[-2:-1]
-        return [(name, linear.weight) for name, linear in mine if pairs[name]]
+        return [(name, layer.weight) for name, layer in mine if pairs[name]]
 
     def end_stage(self, model: nn.Module, stage: Stage, batches_for: BatchesFor) -> dict[str, Any]:
         """Collect Ȳ and T of the modality that just trained (Algorithm 1, lines 11–13)."""
@@ -99,11 +100,23 @@ class Igm(Method):
         report: dict[str, Any] = {
             "gm_removed_share": removed,
             "T_trace_ratio": {m: self.projector.strength(m) for m in stage.active},
+            "gm_pairs": self.projector.pairs or None,
+            "gm_layers": self.projector.layer_report(),
+            "gm_scope": self._scope_summary(model, stage),
         }
         histogram = self.cosine.stage_histogram()
         if histogram is not None:
             report["grad_cos_hist"] = histogram
         return report
+
+    def _scope_summary(self, model: nn.Module, stage: Stage) -> dict[str, Any] | None:
+        """gm.scope and what it covers of the trained branch (share of its parameters, layers)."""
+        if not self.projector.enabled:
+            return None
+        (m,) = stage.active
+        gm = self.preset.gm
+        return {"scope": gm.scope, "fraction": gm.fraction if gm.scope == "fraction" else None,
+                **self.projector.layers(model, m).summary()}  # fmt: skip
 
     def meter_state(self) -> dict[str, list[float]]:
         """The stage's gradient-norm accumulators and gradient-cosine counts."""

@@ -72,8 +72,9 @@ class IgmReference(Igm):
     def __init__(self, preset: Preset):
         super().__init__(preset)
         self.ref = preset.reference
+        gm = preset.gm
         self.projector = FlatProjector(
-            preset.gm.tau, enabled=preset.gm.enabled, guards=not self.ref.unguarded_t
+            gm.tau, enabled=gm.enabled, guards=not self.ref.unguarded_t, scope=gm.scope, fraction=gm.fraction
         )
         kinds = {m.name: m.input.kind for m in preset.modalities}
         self.mixed = {m for m, kind in kinds.items() if kind != "tokens" and self.ref.mixup_alpha > 0}

@@ -14,6 +14,7 @@ What could not be established is written down in docs/methods.md, not implemente
 from __future__ import annotations
 
 from igm_cli.engine.flat_projector import FlatProjector
+from igm_cli.errors import PresetError
 from igm_cli.preset_schema import Preset
 
 from .igm import Igm
@@ -27,9 +28,18 @@ class Mie(Igm):
 
     def __init__(self, preset: Preset):
         super().__init__(preset)
+        gm, mie = preset.gm, preset.mie
+        if gm.scope == "fraction" and (mie.layers != "head" or mie.covariance != "uncentred"):
+            key = "mie.layers=penultimate" if mie.layers != "head" else "mie.covariance=centred"
+            raise PresetError(
+                f"{key} is defined for head Linears only; gm.scope=fraction adds encoder layers "
+                "(convolutions): use one or the other"
+            )
         self.projector = FlatProjector(
-            preset.gm.tau,
-            enabled=preset.gm.enabled,
-            centred=preset.mie.covariance == "centred",
-            last_hidden_only=preset.mie.layers == "penultimate",
+            gm.tau,
+            enabled=gm.enabled,
+            centred=mie.covariance == "centred",
+            last_hidden_only=mie.layers == "penultimate",
+            scope=gm.scope,
+            fraction=gm.fraction,
         )

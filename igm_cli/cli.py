@@ -578,3 +578,30 @@ def landscape(
         json_=json_,
     )
     console.emit_json(result) if json_ else console.landscape_table(result)
+
+
+# ---------------------------------------------------------------- igm report
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories (several: side by side).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the report here instead of into each run's report/ directory."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The paper's figures for runs: training curves + Table 3, T/Ȳ spectra, gradient-cosine histogram.
+
+    Writes curves.png, spectra.png, grad_cosine.png and report.md (the figures with captions
+    and tables) into RUN/report/ of every run given, or into --out.
+    """
+
+    def run() -> dict[str, Any]:
+        from .report import build_report
+
+        return build_report(runs, out=out)
+
+    result = _guard(run, json_=json_)
+    console.emit_json(result) if json_ else console.report_summary(result)

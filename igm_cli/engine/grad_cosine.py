@@ -64,11 +64,11 @@ class GradCosine:
         dots = torch.stack([torch.vdot(x.reshape(-1), y.reshape(-1)) for x, y in zip(b, a, strict=True)])
         norms = torch.stack(torch._foreach_norm(b)) * torch.stack(torch._foreach_norm(a))
         dots, norms = dots.double(), norms.double()
-        cosine = torch.where(norms > 0, dots / norms.clamp_min(1e-300), torch.ones_like(dots))
+        cosine = torch.where(norms == 0, torch.ones_like(dots), dots / norms)  # 0/0: nothing to change
         cosine = cosine.clamp(-1.0, 1.0)
         bins = (torch.bucketize(cosine, self._edges_on, right=True) - 1).clamp(0, self.counts.shape[1] - 1)
         flat = self._row_of(names) * self.counts.shape[1] + bins
-        self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+        self.counts.view(-1).index_add_(0, flat, torch.isfinite(cosine).to(flat.dtype))  # NaN: not counted
 
     def _row_of(self, names: tuple[str, ...]) -> torch.Tensor:
         """Row indices of `names` as a device tensor, made once per set of names (no copy per step)."""

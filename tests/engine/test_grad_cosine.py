@@ -61,6 +61,7 @@ def test_observe_bins_like_numpy_and_counts_zero_gradients_as_unchanged():
         expected["a.head.2"].append(cos_np(g2, after[1]))
     hist.observe(["a.head.0", "a.head.2"], [torch.zeros(5, 7), None], [torch.zeros(5, 7), None])
     expected["a.head.0"].append(1.0)  # a zero gradient: nothing changed
+    hist.observe(["a.head.0"], [torch.ones(5, 7)], [torch.full((5, 7), float("nan"))])  # not counted
     got = hist.stage_histogram()
     assert got["edges"] == COSINE_EDGES
     for key, cosines in expected.items():

@@ -135,6 +135,13 @@ ThreadsOpt = Annotated[
         min=1, help="CPU threads of torch (default: 1 below 500k parameters, else torch's default)."
     ),
 ]
+LoggerOpt = Annotated[
+    Literal["none", "tensorboard"] | None,
+    typer.Option(
+        help="Also log to TensorBoard event files in <run>/tensorboard/ (needs igm-cli[tensorboard]; "
+        "a resume keeps the run's logger)."
+    ),
+]
 DataOpt = Annotated[
     Path | None,
     typer.Option("--data", metavar="DIR", help="Prepared data directory (default data/<dataset>)."),
@@ -208,6 +215,7 @@ def train(
             "the preset: resumed, or shown when finished; a new run when there is none).",
         ),
     ] = None,
+    logger: LoggerOpt = None,
     json_: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or per-epoch lines.")] = False,
 ) -> None:
@@ -216,6 +224,7 @@ def train(
     def run() -> dict[str, Any]:
         from .devices import check_device
         from .presets import resolve_preset
+        from .tracking import check_logger
 
         overridden = bool(set_ or method or seed is not None)
         if resume and resume != "auto" and overridden:
@@ -223,6 +232,7 @@ def train(
         resolved = resolve_preset(preset, set_ or [], method=method, seed=seed)
         check_device(device or (resolved.device if not resume or resume == "auto" else "cpu"))
         _check_paths(data, resume)
+        check_logger(logger)
         from .pipeline import train as train_run  # heavy: only once the inputs are known to be good
 
         with console.TrainingDisplay(quiet=quiet) as on_event:
@@ -235,6 +245,8 @@ def train(
                 threads=threads,
                 resume_same_settings=overridden,
                 on_event=on_event,
+                logger=logger,
+                source=preset,
             )
 
     results = _guard(run, json_=json_)
@@ -483,6 +495,7 @@ def sweep(
     ] = "val.fused.accuracy",
     data: DataOpt = None,
     device: DeviceOpt = None,
+    logger: LoggerOpt = None,
     json_: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only failed trials and the summary.")] = False,
 ) -> None:
@@ -496,6 +509,7 @@ def sweep(
         from .devices import check_device
         from .sweep import collect_sweeps, plan_sweep, run_sweep
         from .sweep.grid import parse_seeds
+        from .tracking import check_logger
 
         if collect and (grid or range_ or random_n or seeds or shard or resume or set_):
             raise UsageError("--collect merges finished sweeps; it takes directories, --out and --metric")
@@ -508,10 +522,11 @@ def sweep(
         for name in {device} if device else {s.preset["device"] for s in plan.settings}:
             check_device(name)  # once, before any trial starts
         _check_paths(data)
+        check_logger(logger)
         with console.SweepDisplay(quiet=quiet) as on_event:
             return run_sweep(
                 plan, out, jobs=jobs, resume=resume, shard=shard, data_dir=data, device=device, metric=metric,
-                on_event=on_event,
+                on_event=on_event, logger=logger,
             )  # fmt: skip
 
     report = _guard(run, json_=json_)
@@ -605,3 +620,38 @@ def report(
 
     result = _guard(run, json_=json_)
     console.emit_json(result) if json_ else console.report_summary(result)
+
+
+# ---------------------------------------------------------------- igm runs
+
+
+@app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(metavar="[DIR]", help="Directory of run directories.")] = Path(
+        "runs"
+    ),
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[-]KEY", help="Sort by a column (name, val, test, seconds, ...); -KEY descending."
+        ),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Keep runs whose KEY equals VALUE (repeatable, all must hold): method=igm, status=failed, "
+            "overrides.gm.tau=0.1, config.sam.rho=0.",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List runs: method, overrides, selected epoch, accuracy, seconds, status (finished/resumable/failed)."""
+
+    def run() -> list[dict[str, Any]]:
+        from .run_table import list_runs
+
+        return list_runs(runs_dir, where or [], sort)
+
+    rows = _guard(run, json_=json_)
+    console.emit_json(rows) if json_ else console.runs_table(rows, runs_dir)

@@ -34,13 +34,15 @@ from .engine.flat_projector import head_pairs
 from .engine.optim import build_optimizer, learning_rate
 from .engine.sam import SamStep
 from .engine.trainer import Trainer, TrainerConfig, TrainState, state_from_dict, state_to_dict
-from .errors import CheckpointError, DataError, DivergedError, Interrupted, PresetError, UsageError
+from .errors import CheckpointError, DataError, DivergedError, IgmError, Interrupted, PresetError, UsageError
 from .methods import Method, get_method
 from .models.clip_input import clip_problems
 from .models.fusion_model import encoder_configs
 from .presets import Modality, Preset, preset_from_json, preset_to_yaml
+from .run_info import clear_failed, mark_failed, preset_overrides, recorded_logger, write_run_info
 from .runs import RunLock, append_jsonl, auto_resume_target, create_run_dir, trim_metrics, write_text_atomic
 from .threads import use_threads
+from .tracking import RunLogger, check_logger, open_logger
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -186,6 +188,7 @@ class RunSink:
         self.run_dir, self.model, self.method = run_dir, model, method
         self.preset_json, self.info = preset.model_dump(mode="json"), info
         self.last_state: dict[str, Any] | None = None  # the state last.safetensors holds
+        self.logger: RunLogger | None = None  # --logger: fed every record metrics.jsonl gets
 
     def save(self, kind: str, state: TrainState, optimizer, extra: dict[str, Any] | None = None) -> None:
         """Write best.safetensors (weights, T) or last.safetensors (+ optimizer, RNG)."""
@@ -216,8 +219,10 @@ class RunSink:
             self.last_state = state_to_dict(state)
 
     def log(self, record: dict[str, Any]) -> None:
-        """One line of metrics.jsonl."""
+        """One line of metrics.jsonl (and the same record to the run's logger)."""
         append_jsonl(self.run_dir / "metrics.jsonl", record)
+        if self.logger is not None:
+            self.logger.log(record)
 
     def best_weights(self) -> dict[str, torch.Tensor]:
         """The model tensors of best.safetensors (a stage of recipe reference starts from them)."""
@@ -242,6 +247,8 @@ class _Run:
     run_dir: Path | None = None
     sink: RunSink | None = None
     resume: dict[str, Any] | None = None
+    logger: str | None = None
+    source: str | None = None
 
 
 def train(
@@ -254,8 +261,15 @@ def train(
     threads: int | None = None,
     resume_same_settings: bool = False,
     on_event: Event | None = None,
+    logger: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Train a preset (or resume a run) and return results.json's content.
+
+    `logger`: "tensorboard" also writes event files (a resume keeps the run's own logger
+    unless given one). `source`: the preset name or file the preset was resolved from, so
+    run.json records the overrides that differ from it (default: the shipped preset of the
+    preset's name, when there is one).
 
     `resume="auto"` is idempotent (a requeue script's one command): it resumes the newest
     resumable run of the preset, reuses one left without a checkpoint, starts a new run
@@ -263,14 +277,26 @@ def train(
     With `resume_same_settings` (the command gave --set/--method/--seed) it only looks at
     runs whose config.yaml is this preset.
     """
-    run = _Run()
+    run = _Run(logger=logger, source=source)
     try:
         args = (preset, data_dir, Path(runs_dir), resume, device, threads, resume_same_settings, on_event)
         return _train(*args, run)
     except KeyboardInterrupt:
         raise Interrupted(_interrupted_note(run)) from None
     except DivergedError as e:
-        raise DivergedError(f"{e}; {_last_good_note(run)}") from None
+        error = DivergedError(f"{e}; {_last_good_note(run)}")
+        _mark_failed(run, error)
+        raise error from None
+    except Exception as e:  # a crash once training started leaves a marker igm runs reads
+        _mark_failed(run, e)
+        raise
+
+
+def _mark_failed(run: _Run, error: Exception) -> None:
+    """failed.json, only once this process owns the run (never for a run another process holds)."""
+    if run.sink is not None:
+        message = str(error) if isinstance(error, IgmError) else f"{type(error).__name__}: {error}"
+        mark_failed(run.run_dir, message, getattr(error, "exit_code", 1), getattr(error, "kind", "crash"))
 
 
 def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, run: _Run) -> dict[str, Any]:
@@ -316,6 +342,10 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         run_dir = run.run_dir
         if resumed is None:
             write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
+            _write_run_info(run_dir, preset, run)
+        else:
+            run.logger = run.logger or recorded_logger(run_dir)
+        check_logger(run.logger)  # before the sink: a missing package does not mark the run failed
         sink = run.sink = RunSink(run_dir, model, method, preset, info)
         modalities = trained_modalities(preset)
         trainer = _build_trainer(preset, model, data, method, sink, torch_device, on_event)
@@ -324,6 +354,10 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
             state, restore_optimizer = _restore(resumed, model, method)
             sink.last_state = state_to_dict(state)
             trim_metrics(run_dir / "metrics.jsonl", state.stage, state.epochs_done)
+            clear_failed(run_dir)
+        sink.logger = open_logger(run.logger, run_dir, state.epochs_done)
+        if sink.logger is not None:
+            held.callback(sink.logger.close)
         emit(
             "run_start",
             {
@@ -343,6 +377,15 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         results["seconds"] = round(time.perf_counter() - started, 2)
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
         return results
+
+
+def _write_run_info(run_dir: Path, preset: Preset, run: _Run) -> None:
+    """run.json: where the preset came from and the overrides that differ from it."""
+    from .presets import shipped_presets
+
+    source = run.source or (preset.name if preset.name in shipped_presets() else None)
+    overrides = preset_overrides(preset.model_dump(mode="json"), source) if source else None
+    write_run_info(run_dir, overrides, source or "unknown", run.logger)
 
 
 def _same_preset(config_yaml: str, preset: Preset) -> bool:

@@ -93,7 +93,14 @@ def test_checkpoints_and_surfaces_honour_the_umask(tmp_path, finished_run):
     from pathlib import Path
 
     run = Path(finished_run["run_dir"])
-    files = ("config.yaml", "metrics.jsonl", "results.json", "best.safetensors", "last.safetensors")
+    files = (
+        "config.yaml",
+        "metrics.jsonl",
+        "results.json",
+        "best.safetensors",
+        "last.safetensors",
+        "run.json",
+    )
     assert {p.name: mode(p) for p in run.iterdir()} == dict.fromkeys(files, 0o640)
     mask = os.umask(0o022)
     try:

@@ -44,6 +44,7 @@ def test_train_writes_the_run_contract_and_eval_agrees(tmp_path):
         "results.json",
         "best.safetensors",
         "last.safetensors",
+        "run.json",  # where the preset came from, the overrides, the logger (igm runs reads it)
     }
     # config.yaml is the resolved preset
     assert yaml.safe_load((run / "config.yaml").read_text())["stages"]["epochs"] == [1, 1]

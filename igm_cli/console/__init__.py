@@ -121,6 +121,7 @@ def _count(n: int, noun: str) -> str:
 # Re-exported renderers (imported last: they use the definitions above).
 from .landscape import LandscapeDisplay, landscape_table  # noqa: E402
 from .report import report_summary  # noqa: E402
+from .runs import runs_table  # noqa: E402
 from .sweep import SweepDisplay, sweep_report  # noqa: E402
 from .training import (  # noqa: E402
     TrainingDisplay,
@@ -145,6 +146,7 @@ __all__ = [
     "LandscapeDisplay",
     "landscape_table",
     "report_summary",
+    "runs_table",
     "SweepDisplay",
     "sweep_report",
     "TrainingDisplay",

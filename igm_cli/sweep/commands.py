@@ -42,6 +42,7 @@ def run_sweep(
     device: str | None = None,
     metric: str = DEFAULT_METRIC,
     on_event: Event | None = None,
+    logger: str | None = None,
 ) -> dict[str, Any]:
     """Run this shard's trials (skipping finished ones with `resume`) and summarize the directory."""
     _check_metric(metric, plan.branches)
@@ -72,7 +73,7 @@ def run_sweep(
     try:
         with sigterm_as_interrupt():
             execute(
-                [_job(out, t, data_dir, device) for t in todo],
+                [_job(out, t, data_dir, device, logger, plan.preset) for t in todo],
                 jobs,
                 _progress(emit, len(todo), metric),
                 lambda trial, share: emit("trial_progress", {"id": trial, "share": share}),
@@ -137,7 +138,9 @@ def _status(out: Path, trial_id: str) -> str | None:
     return record.get("status") if isinstance(record, dict) else None
 
 
-def _job(out: Path, trial: Trial, data_dir: Path | None, device: str | None) -> TrialJob:
+def _job(
+    out: Path, trial: Trial, data_dir: Path | None, device: str | None, logger: str | None, source: str
+) -> TrialJob:
     return TrialJob(
         out=str(out),
         id=trial.id,
@@ -148,6 +151,8 @@ def _job(out: Path, trial: Trial, data_dir: Path | None, device: str | None) -> 
         preset=trial.preset(),
         data_dir=str(data_dir) if data_dir else None,
         device=device,
+        logger=logger,
+        source=source,
     )
 
 

@@ -40,6 +40,8 @@ class TrialJob:
     preset: dict[str, Any]
     data_dir: str | None = None
     device: str | None = None
+    logger: str | None = None  # --logger of every trial's run
+    source: str | None = None  # the preset the sweep started from (run.json's overrides)
 
 
 def run_trial(job: TrialJob, progress: Progress | None = None) -> Record:
@@ -117,11 +119,20 @@ def _train(job: TrialJob, on_event=None) -> dict[str, Any]:
                 data_dir=data_dir,
                 device=job.device,
                 on_event=on_event,
+                logger=job.logger,
             )
         except (CheckpointError, UsageError):
             pass  # no usable last.safetensors: start this trial afresh
     preset = preset_from_json(job.preset, f"trial {job.id}")
-    return train(preset, data_dir=data_dir, runs_dir=runs, device=job.device, on_event=on_event)
+    return train(
+        preset,
+        data_dir=data_dir,
+        runs_dir=runs,
+        device=job.device,
+        on_event=on_event,
+        logger=job.logger,
+        source=job.source,
+    )
 
 
 def _latest_run(runs: Path, unfinished: bool = False) -> Path | None:

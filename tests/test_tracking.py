@@ -112,6 +112,14 @@ def test_train_logs_every_epoch_and_stage_record_beside_metrics_jsonl(tmp_path):
     last_stage = records(run, "stage")[-1]  # stage 1: T of fou removed a share of kar's head gradients
     for layer, share in last_stage["gm_removed_share"].items():
         assert scalars(acc, f"stage/gm_removed_share/{layer}") == [(2, pytest.approx(share))]
+    stages = records(run, "stage")
+    assert all("grad_cos_hist" in r for r in stages)  # written by IGM during training (report's format)
+    for stage, step in zip(stages, (1, 2), strict=True):
+        for layer, counts in stage["grad_cos_hist"]["counts"].items():
+            (event,) = acc.Histograms(f"grad_cos/{layer}")
+            kept = [i for i, c in enumerate(counts) if c]
+            assert event.step == step and event.histogram_value.num == sum(counts)
+            assert list(event.histogram_value.bucket) == counts[kept[0] : kept[-1] + 1]
     assert json.loads((run / "run.json").read_text())["logger"] == "tensorboard"
 
 

@@ -93,6 +93,11 @@ def plot_spectra(runs: list[RunData], tables: list[list[dict[str, Any]]], path) 
             t_ax.axhline(2.718281828**-tau, color="grey", ls="--", lw=0.8)
             t_ax.set_title(f"T = V exp(−τ(Λ−λmin)/(λmax−λmin)) Vᵀ, τ={tau:g}; dashed e^−τ", fontsize=9)
         _bars(bar_ax, [r for r in rows if "cov" in r])
+    drawn = [k for k, rows in enumerate(tables) if rows]
+    for row_axes in axes:  # one y range per row over the runs drawn: they compare at a glance
+        lows, highs = zip(*(row_axes[k].get_ylim() for k in drawn), strict=True) if drawn else ((), ())
+        for k in drawn:
+            row_axes[k].set_ylim(min(lows), max(highs))
     fig.savefig(path, dpi=110)
 
 

@@ -95,13 +95,19 @@ def epoch_scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def stage_scalars(record: dict[str, Any]) -> dict[str, float]:
-    """Every numeric field of a stage record, nested keys joined by `/` (`stage/T_trace_ratio/fou/head.0`)."""
+    """Every numeric field of a stage record, nested keys joined by `/` (`stage/T_trace_ratio/fou/head.0`).
+
+    Lists of per-layer entries (`gm_layers`) are keyed by their `layer`.
+    """
     found: dict[str, float] = {}
 
     def walk(value: Any, tag: str) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
                 walk(inner, f"{tag}/{key}")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) and "layer" in v for v in value):
+            for item in value:  # gm_layers: one entry per layer, named by it
+                walk({k: v for k, v in item.items() if k != "layer"}, f"{tag}/{item['layer']}")
         elif _is_number(value):
             found[tag] = float(value)
 

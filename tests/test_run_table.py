@@ -186,6 +186,11 @@ def test_running_while_the_lock_is_held_and_a_dead_holder_is_named(runs_dir, tmp
     assert stale["status"] == "resumable" and stale["note"].startswith("killed: pid")
     (single,) = listing(run)  # DIR may be a run directory itself
     assert single["name"] == run.name
+    (run / "lock").unlink()
+    for name in ("last.safetensors", "best.safetensors"):  # as a kill in the first epoch leaves it
+        (run / name).unlink()
+    (empty,) = listing(run)
+    assert (empty["status"], empty["note"], empty["epoch"]) == ("empty", "no checkpoint yet", 1)
 
 
 def dead_pid() -> int:

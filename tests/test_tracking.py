@@ -46,6 +46,7 @@ STAGE = {
     "source": "fou",
     "gm_removed_share": {"head.0": 0.25},
     "T_trace_ratio": {"kar": {"head.0": 0.75}},
+    "gm_layers": [{"layer": "head.0", "T_of": "fou.head.0", "T_size": 8, "removed_share": 0.25}],
     "grad_cos_hist": {
         "edges": EDGES,
         "counts": {
@@ -78,6 +79,9 @@ def test_stage_record_histograms_and_scalars_read_back_with_tensorboard(tmp_path
     assert scalars(acc, "val/kar/accuracy") == [(7, pytest.approx(0.7))]
     assert scalars(acc, "stage/gm_removed_share/head.0") == [(7, 0.25)]  # the stage's step: its last epoch
     assert scalars(acc, "stage/T_trace_ratio/kar/head.0") == [(7, 0.75)]
+    assert scalars(acc, "stage/gm_layers/head.0/T_size") == [(7, 8.0)]  # a list of layers, keyed by layer
+    assert scalars(acc, "stage/gm_layers/head.0/removed_share") == [(7, 0.25)]
+    assert not [t for t in acc.Tags()["scalars"] if "T_of" in t]
     assert "stage/grad_cos_hist" not in " ".join(acc.Tags()["scalars"])
     assert sorted(acc.Tags()["histograms"]) == ["grad_cos/kar.head.0", "grad_cos/kar.head.3"]  # empty: none
     (event,) = acc.Histograms("grad_cos/kar.head.0")

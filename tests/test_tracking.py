@@ -174,3 +174,15 @@ def test_a_new_event_file_sorts_after_one_opened_in_the_same_second(tmp_path):
     earlier.write_bytes(b"")
     TensorBoardLogger(tmp_path / "tb").close()
     assert sorted(p.name for p in (tmp_path / "tb").iterdir())[0] == earlier.name
+
+
+def test_sweep_trials_log_too_and_record_their_swept_values(tmp_path):
+    args = ["sweep", "--grid", "gm.tau=0.1", "--logger", "tensorboard", *set_args(TINY_SETS), "--out", "sw"]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    (run,) = Path("sw/trials").glob("*/*/")
+    assert [s for s, _ in scalars(read_events(run / "tensorboard"), "train/loss")] == [1, 2]
+    info = json.loads((run / "run.json").read_text())
+    assert (
+        info["source"] == "mfeat" and info["overrides"]["gm.tau"] == 0.1 and info["logger"] == "tensorboard"
+    )

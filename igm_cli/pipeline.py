@@ -343,9 +343,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         if resumed is None:
             write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
             _write_run_info(run_dir, preset, run)
-        else:
-            run.logger = run.logger or recorded_logger(run_dir)
-        check_logger(run.logger)  # before the sink: a missing package does not mark the run failed
+        _check_logger(run, run_dir, resumed is not None)  # before the sink: not a failed run
         sink = run.sink = RunSink(run_dir, model, method, preset, info)
         modalities = trained_modalities(preset)
         trainer = _build_trainer(preset, model, data, method, sink, torch_device, on_event)
@@ -377,6 +375,14 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
         results["seconds"] = round(time.perf_counter() - started, 2)
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
         return results
+
+
+def _check_logger(run: _Run, run_dir: Path, resuming: bool) -> None:
+    """A resume keeps the logger run.json names; its package must be there before training."""
+    why = "--logger tensorboard"
+    if resuming and run.logger is None and (recorded := recorded_logger(run_dir)):
+        run.logger, why = recorded, f"{run_dir} logs to TensorBoard (resume with --logger none to stop); it"
+    check_logger(run.logger, why)
 
 
 def _write_run_info(run_dir: Path, preset: Preset, run: _Run) -> None:

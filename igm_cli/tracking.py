@@ -31,21 +31,21 @@ class RunLogger(Protocol):
     def close(self) -> None: ...  # noqa: D102
 
 
-def check_logger(name: str | None) -> None:
+def check_logger(name: str | None, why: str = "--logger tensorboard") -> None:
     """Fail before any work when a logger is unknown or its package is missing (exit 2)."""
     if name is None or name == "none":
         return
     if name not in LOGGERS:
         raise UsageError(f"--logger: unknown logger {name!r} (choose from {', '.join(LOGGERS)})")
-    _summary_writer()
+    _summary_writer(why)
 
 
-def _summary_writer():
+def _summary_writer(why: str = "--logger tensorboard"):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UsageError(
-            "--logger tensorboard needs the tensorboard package, which is not installed "
+            f"{why} needs the tensorboard package, which is not installed "
             "(pip install 'igm-cli[tensorboard]')"
         ) from None
     return SummaryWriter

@@ -186,3 +186,22 @@ def test_sweep_trials_log_too_and_record_their_swept_values(tmp_path):
     assert (
         info["source"] == "mfeat" and info["overrides"]["gm.tau"] == 0.1 and info["logger"] == "tensorboard"
     )
+
+
+def test_resuming_a_tensorboard_run_without_tensorboard_says_so_and_can_turn_it_off(tmp_path, monkeypatch):
+    def stop_in_second_stage(kind, payload):
+        if kind == "step" and payload["stage"] == 1 and payload["batch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(resolve_preset("mfeat", TINY_SETS), logger="tensorboard", on_event=stop_in_second_stage)
+    (run,) = Path("runs").iterdir()
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    refused = CliRunner().invoke(app, ["train", "--resume", str(run)])
+    assert refused.exit_code == 2 and refused.stderr.strip().count("\n") == 0
+    assert f"{run} logs to TensorBoard (resume with --logger none to stop)" in refused.stderr
+    assert not (run / "failed.json").exists() and not (run / "results.json").exists()
+    finished = CliRunner().invoke(app, ["train", "-q", "--resume", str(run), "--logger", "none"])
+    assert finished.exit_code == 0, finished.stderr
+    assert (run / "results.json").is_file()

@@ -255,33 +255,57 @@ def train(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="A .safetensors checkpoint (or a run directory: its best).")
+    checkpoints: Annotated[
+        list[Path],
+        typer.Argument(help="Checkpoints (a run directory means its best); each with its own data."),
     ],
     split: Annotated[SplitName, typer.Option(help="The split to score.")] = "test",
     fusion: Annotated[
         FusionName | None, typer.Option(help="Late fusion of the branches (default: the method's).")
     ] = None,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            "--robustness",
+            help="Curves per modality: fused accuracy when it is missing or noisy (r, σ = 0…1).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write eval.json and the PNGs here (with --robustness the default is "
+            "robustness-<run>-<checkpoint>)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the missing-sample masks, the noise and sampled Shapley.")
+    ] = 0,
     data: DataOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Evaluate a checkpoint: every branch and the fused model, rebuilt from the file alone."""
+    """Evaluate checkpoints: every branch, the fused model and the imbalance measures, from the file alone.
+
+    Per checkpoint: metrics per branch and fused, each modality's Shapley share of the fused
+    accuracy, the fused-vs-best-branch gap, per-class accuracy and the confusion matrix.
+    --robustness adds the missing/noisy curves of every modality and robustness.png.
+    """
 
     def run() -> dict[str, Any]:
         from .devices import check_device
 
         check_device(device or "cpu")
         _check_paths(data)
-        from .evaluation import evaluate_checkpoint
+        from .analysis.runner import evaluate_many
 
-        return evaluate_checkpoint(
-            checkpoint, split=split, fusion=fusion, data_dir=data, device=device or "cpu", threads=threads
-        )
+        return evaluate_many(
+            checkpoints, split=split, fusion=fusion, data_dir=data, device=device or "cpu", threads=threads,
+            with_robustness=robustness, out=out, seed=seed,
+        )  # fmt: skip
 
     result = _guard(run, json_=json_)
-    console.emit_json(result) if json_ else console.eval_table(result)
+    console.emit_json(result) if json_ else console.eval_report(result)
 
 
 @app.command()

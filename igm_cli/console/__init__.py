@@ -119,6 +119,7 @@ def _count(n: int, noun: str) -> str:
 
 
 # Re-exported renderers (imported last: they use the definitions above).
+from .analysis import eval_report, imbalance_table, robustness_table  # noqa: E402
 from .landscape import LandscapeDisplay, landscape_table  # noqa: E402
 from .report import report_summary  # noqa: E402
 from .runs import runs_table  # noqa: E402
@@ -143,6 +144,9 @@ __all__ = [
     "info",
     "presets_table",
     "print_text",
+    "eval_report",
+    "imbalance_table",
+    "robustness_table",
     "LandscapeDisplay",
     "landscape_table",
     "report_summary",

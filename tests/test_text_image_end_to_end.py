@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from igm_cli.analysis.runner import evaluate_many
 from igm_cli.cli import app
 from tests.helpers import set_args
 from tests.text_image_factories import make_sarcasm, make_tokenizer, make_twitter2015
@@ -56,6 +57,13 @@ def test_raw_to_trained_and_evaluated_model(tmp_path, dataset):
     assert set(stages[2]["gm_removed_share"]) == {"head.0", "head.2", "head.3"}
     evaluated = run_json("eval", results["checkpoint"], "--json")
     assert evaluated["metrics"] == results["test"]
+    # robustness: token replacement for the text, Gaussian noise on the normalised image
+    robust = evaluate_many([results["checkpoint"]], with_robustness=True, write=False)["checkpoints"][0]
+    curves = robust["robustness"]["modalities"]
+    assert curves["text"]["noise"]["corruption"]["kind"].startswith("token replacement")
+    assert curves["image"]["noise"]["corruption"]["std"] == "one over all values"
+    for kind in ("missing", "noise"):
+        assert curves["text"][kind]["accuracy"][0] == evaluated["metrics"]["fused"]["accuracy"]
 
 
 def test_the_stage_table_lists_which_layer_got_which_T():

@@ -54,7 +54,10 @@ class Corruption:
 def stored_rows(
     array, device: torch.device, batch: int, rows: np.ndarray | None = None
 ) -> Iterator[torch.Tensor]:
-    """Consecutive chunks of a stored (possibly memory-mapped) array on `device`."""
+    """Chunks of a stored array on `device`: a preloaded tensor sliced, or a memory map read per chunk."""
+    if rows is None and isinstance(array, torch.Tensor):
+        yield from (array[start : start + batch] for start in range(0, len(array), batch))
+        return
     index = np.arange(len(array)) if rows is None else rows
     for start in range(0, len(index), batch):
         chunk = index[start : start + batch]
@@ -132,6 +135,7 @@ class Corrupter:
     def __init__(self, corruption: Corruption, sigma: float, seed: int, device: torch.device):
         self.c, self.sigma = corruption, sigma
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.scale = None if corruption.std is None else (sigma * corruption.std).to(device)
 
     @property
     def before_pipeline(self) -> bool:
@@ -142,8 +146,8 @@ class Corrupter:
         """The corrupted batch."""
         if self.c.kind == "tokens":
             return replace_tokens(x, self.sigma, self.c.allowed, self.generator)
-        eps = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
-        return x + self.sigma * self.c.std.to(x.device, x.dtype) * eps
+        noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return noise.mul_(self.scale.to(x.dtype)).add_(x)  # x + σ·std·ε, in the noise's buffer
 
 
 def replace_tokens(

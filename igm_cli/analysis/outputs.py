@@ -15,7 +15,7 @@ import torch
 
 from igm_cli.engine.batches import SplitBatches
 from igm_cli.engine.evaluate import predict
-from igm_cli.engine.fusion import FUSED, fuse
+from igm_cli.engine.fusion import FUSED, FUSIONS, fuse
 from igm_cli.models.shared import FusionModuleModel
 
 LEFT_OUT = "left out of the late fusion"
@@ -66,6 +66,9 @@ class Fuser:
         self.full = fuse(outputs.logits, fusion, batch)  # (N, C): what `igm eval` scores as fused
         self.num_classes = self.full.shape[1]
         self.seed = seed
+        self.clean = self.full.argmax(1)  # (N,) the fused predictions of `igm eval`
+        self._without: dict[str, torch.Tensor] = {}
+        self._probs: dict[str, torch.Tensor] = {}
 
     @property
     def modalities(self) -> list[str]:
@@ -81,18 +84,17 @@ class Fuser:
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randint(self.num_classes, (rows,), generator=generator).to(self.full.device)
 
-    def probs_of(self, keep: Iterable[str], rows: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Fused probabilities of the branches `keep` (None if empty), on `rows` (bool mask) or all."""
+    def probs_of(self, keep: Iterable[str]) -> torch.Tensor | None:
+        """Fused probabilities (N, C) of the branches `keep` alone (None if empty)."""
         keep = [m for m in self.modalities if m in set(keep)]
         if not keep:
             return None
         if len(keep) == len(self.modalities):
-            return self.full if rows is None else self.full[rows]
-        pick = (lambda z: z) if rows is None else (lambda z: z[rows])
+            return self.full
         if self.module:
-            features = {m: pick(self.outputs.features[m]) for m in keep}
+            features = {m: self.outputs.features[m] for m in keep}
             return torch.softmax(self.model.fuse_features(features), -1)
-        return fuse({m: pick(self.outputs.logits[m]) for m in keep}, self.fusion, self.batch)
+        return self._fuse({m: self.outputs.logits[m] for m in keep})
 
     def subset(self, keep: Iterable[str]) -> torch.Tensor:
         """Predictions of the fusion of `keep` only (the other branches missing for every sample)."""
@@ -100,13 +102,15 @@ class Fuser:
         return self.guess(len(self.full)) if probs is None else self.predictions(probs)
 
     def missing(self, modality: str, mask: torch.Tensor) -> torch.Tensor:
-        """Predictions when `modality` is missing for the samples where `mask` (N,) is True."""
-        out = self.predictions(self.full).clone()
-        if bool(mask.any()):
-            others = [m for m in self.modalities if m != modality]
-            probs = self.probs_of(others, mask)
-            out[mask] = self.guess(len(out))[mask] if probs is None else self.predictions(probs)
-        return out
+        """Predictions when `modality` is missing for the samples where `mask` (N,) is True.
+
+        The fusion without it is computed once for every sample and taken where `mask` is
+        set: per sample the same as fusing those rows alone (for `entropy_batch`, whose
+        weights are per batch, the batches are those of `igm eval`).
+        """
+        if modality not in self._without:
+            self._without[modality] = self.subset([m for m in self.modalities if m != modality])
+        return torch.where(mask, self._without[modality], self.clean)
 
     def replaced(self, modality: str, output: torch.Tensor) -> torch.Tensor:
         """Predictions with `modality`'s stored output (logits, or a fusion module's feature) replaced."""
@@ -114,4 +118,17 @@ class Fuser:
             features = {**self.outputs.features, modality: output}
             return self.predictions(self.model.fuse_features(features))
         logits = {m: z for m, z in self.outputs.logits.items() if m != FUSED}
-        return self.predictions(fuse({**logits, modality: output}, self.fusion, self.batch))
+        return self.predictions(self._fuse({**logits, modality: output}))
+
+    def _fuse(self, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`engine.fusion.fuse`; for probability fusions each stored branch's softmax is computed once."""
+        if self.fusion not in FUSIONS:
+            return fuse(logits, self.fusion, self.batch)
+        return FUSIONS[self.fusion]([self._softmax(m, z) for m, z in logits.items()])
+
+    def _softmax(self, modality: str, z: torch.Tensor) -> torch.Tensor:
+        if z is not self.outputs.logits.get(modality):
+            return torch.softmax(z, dim=-1)  # a corrupted branch's new logits
+        if modality not in self._probs:
+            self._probs[modality] = torch.softmax(z, dim=-1)
+        return self._probs[modality]

@@ -38,16 +38,18 @@ def missing_mask(n: int, share: float, seed: int, device: torch.device) -> torch
 def corrupted_output(
     model, batches: SplitBatches, modality: str, batch: int, corrupter: Corrupter, feature: bool
 ) -> torch.Tensor:
-    """One pass of `modality`'s branch over the split on corrupted input: its logits, or feature."""
+    """One pass of `modality`'s branch over the split on corrupted input: its logits, or feature.
+
+    The caller holds the model in eval mode (once per sweep: entering it walks every module).
+    """
     out = []
-    with eval_mode(model):
-        for x in stored_rows(batches.inputs[modality], batches.device, batch):
-            if corrupter.before_pipeline:
-                x = corrupter(x)
-            z = model.prepare({modality: x}, train=False)[modality]
-            if not corrupter.before_pipeline:
-                z = corrupter(z)
-            out.append((model.branch(modality)(z) if feature else model({modality: z})[modality]).float())
+    for x in stored_rows(batches.inputs[modality], batches.device, batch):
+        if corrupter.before_pipeline:
+            x = corrupter(x)
+        z = model.prepare({modality: x}, train=False)[modality]
+        if not corrupter.before_pipeline:
+            z = corrupter(z)
+        out.append((model.branch(modality)(z) if feature else model({modality: z})[modality]).float())
     return torch.cat(out)
 
 
@@ -83,9 +85,11 @@ def robustness(
     for i, m in enumerate(fuser.modalities):
         missing = [fuser.missing(m, missing_mask(n, r, seed, device)) for r in LEVELS]
         noisy = [clean]
-        for sigma in LEVELS[1:]:
-            corrupter = Corrupter(corruptions[m], sigma, seed * 1009 + i, device)
-            noisy.append(fuser.replaced(m, corrupted_output(model, batches, m, batch, corrupter, feature)))
+        with eval_mode(model):
+            for sigma in LEVELS[1:]:
+                corrupter = Corrupter(corruptions[m], sigma, seed * 1009 + i, device)
+                output = corrupted_output(model, batches, m, batch, corrupter, feature)
+                noisy.append(fuser.replaced(m, output))
         modalities[m] = {
             "missing": scored(missing, labels, fuser.num_classes),
             "noise": scored(noisy, labels, fuser.num_classes) | {"corruption": corruptions[m].describe()},

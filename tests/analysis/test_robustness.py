@@ -17,6 +17,7 @@ from igm_cli.analysis.outputs import LEFT_OUT, ZEROED
 from igm_cli.analysis.robustness import corrupted_output
 from igm_cli.analysis.runner import evaluate_many
 from igm_cli.cli import app
+from igm_cli.engine.evaluate import eval_mode
 from igm_cli.evaluation import evaluate_opened, open_checkpoint
 from igm_cli.pipeline import train
 from igm_cli.presets import resolve_preset
@@ -172,9 +173,10 @@ def test_noise_at_sigma0_reproduces_the_branch_and_grows_with_sigma(checkpoints)
     assert corruption.std.numpy() == pytest.approx(train_fou.std(0), rel=1e-5, abs=1e-6)  # per feature
 
     def run(sigma):
-        return corrupted_output(
-            opened.model, opened.batches, "fou", 256, Corrupter(corruption, sigma, 0, "cpu"), False
-        )
+        with eval_mode(opened.model):
+            return corrupted_output(
+                opened.model, opened.batches, "fou", 256, Corrupter(corruption, sigma, 0, "cpu"), False
+            )
 
     assert torch.equal(run(0.0), evaluated.outputs.logits["fou"])
     moved = [float((run(s) - evaluated.outputs.logits["fou"]).abs().mean()) for s in (0.1, 0.5, 1.0)]

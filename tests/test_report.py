@@ -143,6 +143,17 @@ def test_not_a_run_missing_metrics_and_a_corrupt_checkpoint_exit_3_in_one_line(r
     result = runner.invoke(app, ["report", str(no_metrics)])
     assert result.exit_code == 3 and "no epoch record" in one_line(result)
 
+    bad_hist = tmp_path / "bad-hist"
+    shutil.copytree(runs["igm"], bad_hist)
+    lines = (bad_hist / "metrics.jsonl").read_text().splitlines()
+    stage = next(i for i, line in enumerate(lines) if '"kind": "stage"' in line)
+    record = json.loads(lines[stage])
+    record["grad_cos_hist"]["counts"]["fou.head.0"] = [1, 2]  # not one count per bin
+    lines[stage] = json.dumps(record)
+    (bad_hist / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["report", str(bad_hist)])
+    assert result.exit_code == 3 and "corrupt metrics" in one_line(result)
+
     corrupt = tmp_path / "corrupt"
     shutil.copytree(runs["igm"], corrupt)
     data = bytearray((corrupt / "last.safetensors").read_bytes())
@@ -150,3 +161,34 @@ def test_not_a_run_missing_metrics_and_a_corrupt_checkpoint_exit_3_in_one_line(r
     result, doc = report(str(corrupt))
     assert result.exit_code == 3 and "last.safetensors" in one_line(result)
     assert doc["error"]["exit_code"] == 3 and doc["error"]["kind"] == "checkpoint"
+
+
+def test_spectra_take_any_layer_names_in_forward_order():
+    import torch
+
+    from igm_cli.report.source import RunData
+    from igm_cli.report.spectra import spectra
+
+    rng = np.random.default_rng(0)
+    names = [
+        "encoder.stages.3.layers.1.convolution",
+        "head.10",
+        "head.2",
+        "encoder.stages.3.layers.0.convolution",
+    ]
+    tensors = {}
+    for name in names:
+        a = rng.standard_normal((9, 5))
+        tensors[f"gm.cov.audio.{name}"] = torch.from_numpy(a.T @ a)  # (5, 5) PSD, rank 5
+        tensors[f"gm.T.audio.{name}"] = torch.eye(5, dtype=torch.float64)
+    run = RunData(
+        Path("x"), "x", {"method": "igm", "modalities": [{"name": "audio"}]}, [], [], Path("x"), tensors
+    )
+    rows = spectra(run)
+    assert [r["layer"] for r in rows] == [
+        "encoder.stages.3.layers.0.convolution", "encoder.stages.3.layers.1.convolution", "head.2", "head.10"
+    ]  # fmt: skip
+    for row in rows:
+        s = np.linalg.svd(tensors[f"gm.cov.audio.{row['layer']}"].numpy(), compute_uv=False)
+        assert row["cov"]["values"] == pytest.approx(s.tolist(), rel=1e-9) and row["cov"]["rank"] == 5
+        assert row["T"]["min"] == row["T"]["max"] == pytest.approx(1.0)

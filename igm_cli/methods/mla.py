@@ -13,6 +13,8 @@ the test-time entropy weights are taken over the batch axis (see `deviations`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +25,7 @@ from igm_cli.errors import PresetError
 from igm_cli.models.shared import SharedHeadModel, feature_branches, feature_size
 from igm_cli.preset_schema import Preset
 
-from .base import Method, Substep
+from .base import BatchesFor, Method, Substep
 
 RELEASED = [
     {
@@ -124,7 +126,7 @@ class Mla(Method):
             self.cosine.begin_stage(keys, model.head.weight.device, meter)
         return []
 
-    def end_stage(self, model: nn.Module, stage: Stage, batches_for) -> dict:
+    def end_stage(self, model: nn.Module, stage: Stage, batches_for: BatchesFor) -> dict[str, Any]:
         """The stage record: no T; the histogram of cos(G, G Pᵀ) when the projection ran."""
         report = super().end_stage(model, stage, batches_for)
         histogram = self.cosine.stage_histogram()

@@ -68,7 +68,7 @@ def _render(draw: Callable[[io.BytesIO], None]) -> bytes:
     return buffer.getvalue()
 
 
-def _run_summary(run: RunData, stages, layers, cosine) -> dict[str, Any]:
+def _run_summary(run: RunData, stages: list[dict], layers: list[dict], cosine: list[dict]) -> dict[str, Any]:
     """What --json shows per run: Table 3, spectra summaries, histograms (no raw spectra)."""
     return {
         "run": str(run.path),

@@ -50,7 +50,7 @@ class RunData:
             return [] if projection == "paper" else [f"projection {projection}"]
         if self.method not in ("igm", "mie"):
             return []
-        parts = []
+        parts = ["reference recipe"] if self.setting("recipe") == "reference" else []
         if self.setting("gm.enabled") is False:
             parts.append("w/o GM")
         elif self.setting("gm.targets") is not None:
@@ -85,6 +85,9 @@ def load_run(path: Path) -> RunData:
     if bad is not None:
         raise DataError(f"corrupt metrics in {metrics}: epoch record {str(bad)[:80]!r}")
     stages = [r for r in records if isinstance(r, dict) and r.get("kind") == "stage"]
+    bad = next((r for r in stages if not _stage_record_ok(r)), None)
+    if bad is not None:
+        raise DataError(f"corrupt metrics in {metrics}: stage record {str(bad)[:80]!r}")
     run = RunData(path, path.resolve().name, _config(config_file), epochs, stages)
     _read_spectra_tensors(run)
     return run
@@ -100,6 +103,26 @@ def _epoch_record_ok(record: dict[str, Any]) -> bool:
         and isinstance(val, dict)
         and all(isinstance(v, dict) for v in val.values())
     )
+
+
+def _stage_record_ok(record: dict[str, Any]) -> bool:
+    """A stage index, its modalities and, when present, a well-formed grad_cos_hist."""
+    if not isinstance(record.get("stage"), int) or not isinstance(record.get("active"), list):
+        return False
+    hist = record.get("grad_cos_hist")
+    if hist is None:
+        return True
+    edges, counts = (hist.get("edges"), hist.get("counts")) if isinstance(hist, dict) else (None, None)
+    if not isinstance(edges, list) or len(edges) < 2 or not isinstance(counts, dict):
+        return False
+    numbers = all(isinstance(e, int | float) and not isinstance(e, bool) for e in edges)
+    rows = all(
+        isinstance(row, list)
+        and len(row) == len(edges) - 1
+        and all(isinstance(c, int) and c >= 0 for c in row)
+        for row in counts.values()
+    )
+    return numbers and rows and edges == sorted(edges)
 
 
 def _config(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`igm runs [DIR]`: one row per run directory, read from what the run left on disk.
+"""`igm runs [DIR]`: one row per run directory (or per trial of a sweep directory), read from disk.
 
 Status, in order of precedence: running (its lock is held), finished (results.json),
 failed (failed.json: diverged or crashed), resumable (last.safetensors), empty (no
@@ -43,24 +43,31 @@ def list_runs(
         raise UsageError(f"no runs directory {runs_dir}")
     filters = [_parse_where(item) for item in where]
     key, descending = _parse_sort(sort) if sort else ("name", False)
-    if _is_run(runs_dir):
-        dirs = [runs_dir]
-    else:
-        dirs = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    rows = [read_run(p) for p in dirs]
+    rows = [
+        read_run(p, str(p.relative_to(runs_dir)) if p != runs_dir else p.name) for p in run_dirs(runs_dir)
+    ]
     rows = [r for r in rows if all(_matches(r, k, v) for k, v in filters)]
     present = [r for r in rows if _value(r, key) is not None]
     present.sort(key=lambda r: _sort_key(_value(r, key)), reverse=descending)
     return [r.fields for r in present + [r for r in rows if _value(r, key) is None]]
 
 
+def run_dirs(runs_dir: Path) -> list[Path]:
+    """The run itself, a sweep's trial runs (`trials/<id>/<run>`), or the subdirectories."""
+    if _is_run(runs_dir):
+        return [runs_dir]
+    if (runs_dir / "sweep.json").is_file():
+        return sorted(p for p in (runs_dir / "trials").glob("*/*") if p.is_dir())
+    return sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _is_run(path: Path) -> bool:
     return any((path / name).exists() for name in RUN_FILES)
 
 
-def read_run(run_dir: Path) -> RunRow:
+def read_run(run_dir: Path, name: str | None = None) -> RunRow:
     """A row for one directory; whatever goes wrong is the row's `note`."""
-    fields: dict[str, Any] = {"name": run_dir.name, "path": str(run_dir), "status": "unreadable"}
+    fields: dict[str, Any] = {"name": name or run_dir.name, "path": str(run_dir), "status": "unreadable"}
     fields.update(dict.fromkeys(COLUMNS[2:]))
     fields.update(overrides=None, overrides_from="unknown", branches={}, note=None)
     try:

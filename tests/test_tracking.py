@@ -186,6 +186,9 @@ def test_sweep_trials_log_too_and_record_their_swept_values(tmp_path):
     assert (
         info["source"] == "mfeat" and info["overrides"]["gm.tau"] == 0.1 and info["logger"] == "tensorboard"
     )
+    listed = CliRunner().invoke(app, ["runs", "sw", "--json"])  # a sweep directory lists its trials' runs
+    (row,) = json.loads(listed.stdout)
+    assert row["name"] == str(run.relative_to("sw")) and row["status"] == "finished"
 
 
 def test_resuming_a_tensorboard_run_without_tensorboard_says_so_and_can_turn_it_off(tmp_path, monkeypatch):

@@ -157,10 +157,14 @@ def _guard(action: Callable[[], T], interrupted: str = "", *, json_: bool = Fals
     try:
         return action()
     except IgmError as e:
+        if getattr(e, "quiet", False):  # another rank of a torchrun job prints this failure
+            raise typer.Exit(e.exit_code) from None
         message, code, kind = str(e), e.exit_code, e.kind
     except OSError as e:  # a full disk or a permission problem while writing: name it, no traceback
         message, code, kind = f"{e.strerror or e}{f': {e.filename}' if e.filename else ''}", 1, "os"
     except KeyboardInterrupt as e:
+        if getattr(e, "quiet", False):  # a torchrun rank other than 0: rank 0 says what was saved
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         message = str(e) if isinstance(e, Interrupted) else interrupted or "interrupted"
         code, kind = EXIT_INTERRUPTED, "interrupted"
     finally:
@@ -218,8 +222,20 @@ def train(
     logger: LoggerOpt = None,
     json_: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or per-epoch lines.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            min=1,
+            help="Train on N local processes (DDP), launched through torch.distributed.run: the same "
+            "as torchrun --standalone --nproc-per-node N -m igm_cli train ...",
+        ),
+    ] = None,
 ) -> None:
     """Train a model (IGM on the embedded dataset by default) and print a results table."""
+    if nproc is not None:
+        _launch(nproc, locals())
+    rank = _worker_rank()  # under torchrun only rank 0 prints (and writes)
 
     def run() -> dict[str, Any]:
         from .devices import check_device
@@ -235,7 +251,8 @@ def train(
         check_logger(logger)
         from .pipeline import train as train_run  # heavy: only once the inputs are known to be good
 
-        with console.TrainingDisplay(quiet=quiet) as on_event:
+        with console.TrainingDisplay(quiet=quiet or rank > 0) as display:
+            on_event = display if rank == 0 else None
             return train_run(
                 resolved if not resume or resume == "auto" else None,
                 data_dir=data,
@@ -250,7 +267,31 @@ def train(
             )
 
     results = _guard(run, json_=json_)
-    console.emit_json(results) if json_ else console.results_table(results)
+    if rank == 0:
+        console.emit_json(results) if json_ else console.results_table(results)
+
+
+def _worker_rank() -> int:
+    """This process's rank under torchrun (0 otherwise); read from the environment, no torch import."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
+
+
+def _launch(nproc: int, options: dict[str, Any]) -> None:
+    """`igm train --nproc N`: relaunch this command on N ranks; exit with the job's code."""
+    named = ("preset", "method", "seed", "device", "threads", "data", "runs_dir", "resume", "logger")
+    argv = [
+        arg
+        for key in named
+        if options[key] is not None
+        for arg in ("--" + key.replace("_", "-"), str(options[key]))
+    ]
+    argv += [arg for item in options["set_"] or [] for arg in ("--set", item)]
+    argv += ["--json"] * options["json_"] + ["--quiet"] * options["quiet"]
+    from .distributed.launch import launch_train
+
+    raise typer.Exit(launch_train(nproc, argv, console.error))
 
 
 @app.command("eval")

@@ -28,6 +28,9 @@ from .checkpoint import (
 from .data import get_dataset
 from .data.prepared import PreparedDataset
 from .deviations import deviations
+from .distributed.failure import is_communication_error, rank_errors
+from .distributed.setup import data_parallel, distributed_record
+from .distributed.world import env_rank, join_world
 from .engine.batches import SplitBatches
 from .engine.evaluate import evaluate_model
 from .engine.flat_projector import head_pairs
@@ -184,8 +187,10 @@ def _without_weights(modality):
 class RunSink:
     """Writes the trainer's checkpoints and records into a run directory."""
 
-    def __init__(self, run_dir: Path, model, method: Method, preset: Preset, info: dict[str, Any]):
-        self.run_dir, self.model, self.method = run_dir, model, method
+    def __init__(
+        self, run_dir: Path, model, method: Method, preset: Preset, info: dict[str, Any], write: bool = True
+    ):
+        self.run_dir, self.model, self.method, self.write = run_dir, model, method, write
         self.preset_json, self.info = preset.model_dump(mode="json"), info
         self.last_state: dict[str, Any] | None = None  # the state last.safetensors holds
         self.logger: RunLogger | None = None  # --logger: fed every record metrics.jsonl gets
@@ -199,6 +204,9 @@ class RunSink:
                 f"training diverged: {len(bad)} weight tensors are not finite (first {bad[0]}); "
                 f"{kind}.safetensors was not overwritten"
             )
+        if not self.write:  # another rank than 0: checked, not written
+            self.last_state = state_to_dict(state) if kind == "last" else self.last_state
+            return
         tensors.update(self.method.state_tensors())
         extra = dict(extra or {})
         if kind == "last":
@@ -219,7 +227,9 @@ class RunSink:
             self.last_state = state_to_dict(state)
 
     def log(self, record: dict[str, Any]) -> None:
-        """One line of metrics.jsonl (and the same record to the run's logger)."""
+        """One line of metrics.jsonl (and the same record to the run's logger); rank 0 only."""
+        if not self.write:
+            return
         append_jsonl(self.run_dir / "metrics.jsonl", record)
         if self.logger is not None:
             self.logger.log(record)
@@ -246,6 +256,7 @@ class _Run:
 
     run_dir: Path | None = None
     sink: RunSink | None = None
+    world: Any = None
     resume: dict[str, Any] | None = None
     logger: str | None = None
     source: str | None = None
@@ -279,22 +290,28 @@ def train(
     """
     run = _Run(logger=logger, source=source)
     try:
-        args = (preset, data_dir, Path(runs_dir), resume, device, threads, resume_same_settings, on_event)
-        return _train(*args, run)
-    except KeyboardInterrupt:
-        raise Interrupted(_interrupted_note(run)) from None
-    except DivergedError as e:
-        error = DivergedError(f"{e}; {_last_good_note(run)}")
-        _mark_failed(run, error)
-        raise error from None
-    except Exception as e:  # a crash once training started leaves a marker igm runs reads
-        _mark_failed(run, e)
-        raise
+        with rank_errors(lambda: run.world):  # torchrun: the failing rank named, its code on every rank
+            try:
+                args = (preset, data_dir, Path(runs_dir), resume, device, threads, resume_same_settings)
+                return _train(*args, on_event, run)
+            except KeyboardInterrupt:
+                raise Interrupted(_interrupted_note(run)) from None
+            except DivergedError as e:
+                error = DivergedError(f"{e}; {_last_good_note(run)}")
+                _mark_failed(run, error)
+                raise error from None
+            except Exception as e:  # a crash once training started leaves a marker igm runs reads
+                if not is_communication_error(e):  # a lost peer: the failing rank's error is the story
+                    _mark_failed(run, e)
+                raise
+    finally:
+        if run.world is not None:
+            run.world.close()
 
 
 def _mark_failed(run: _Run, error: Exception) -> None:
     """failed.json, only once this process owns the run (never for a run another process holds)."""
-    if run.sink is not None:
+    if run.sink is not None and run.sink.write:
         message = str(error) if isinstance(error, IgmError) else f"{type(error).__name__}: {error}"
         mark_failed(run.run_dir, message, getattr(error, "exit_code", 1), getattr(error, "kind", "crash"))
 
@@ -315,7 +332,7 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
     elif resume is not None:
         run.resume = {"requested": resume, "action": "resume", "run_dir": ""}
     with ExitStack() as held:
-        resumed = _open_resume(resume, held) if resume else None
+        resumed = _open_resume(resume, held, lock=env_rank() == 0) if resume else None
         if resumed is not None:
             preset = preset_from_json(resumed.preset, str(resumed.path))
             data_dir = data_dir or (
@@ -325,35 +342,40 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
             run.resume["run_dir"] = str(run.run_dir)
         if device is not None:
             preset = preset.model_copy(update={"device": device})
-        torch_device = resolve_device(preset.device)
+        world = run.world = join_world(resolve_device(preset.device))  # torchrun: every rank meets here
+        torch_device = world.device_for(resolve_device(preset.device))
         data = open_data(preset, data_dir)
         info = model_info(preset, data, data_dir)
         model = build_for(preset, info, torch_device, pretrained=resumed is None)
+        parallel = data_parallel(world, model, preset, len(data.split("train").labels))
         info["encoder_configs"] = encoder_configs(model)  # checkpoints rebuild without the weights folders
         # recorded in config.yaml and checkpoints: a resume runs on as many threads (bitwise equal)
         preset = preset.model_copy(update={"threads": use_threads(threads or preset.threads, model)})
         method = get_method(preset)
-        if run.run_dir is None:
+        method.world = world
+        writer = world.is_writer  # only rank 0 writes the run directory
+        if run.run_dir is None and writer:
             run.run_dir = create_run_dir(runs_dir, preset.name)
             held.enter_context(RunLock(run.run_dir))
-        elif resumed is None:  # reusing a run directory that never got a checkpoint
+        elif resumed is None and writer:  # reusing a run directory that never got a checkpoint
             held.enter_context(RunLock(run.run_dir))
             trim_metrics(run.run_dir / "metrics.jsonl", 0, 0)
-        run_dir = run.run_dir
-        if resumed is None:
+        run_dir = run.run_dir = Path(world.broadcast_text(str(run.run_dir)))
+        if resumed is None and writer:
             write_text_atomic(run_dir / "config.yaml", preset_to_yaml(preset))
             _write_run_info(run_dir, preset, run)
         _check_logger(run, run_dir, resumed is not None)  # before the sink: not a failed run
-        sink = run.sink = RunSink(run_dir, model, method, preset, info)
+        sink = run.sink = RunSink(run_dir, model, method, preset, info, write=writer)
         modalities = trained_modalities(preset)
-        trainer = _build_trainer(preset, model, data, method, sink, torch_device, on_event)
+        trainer = _build_trainer(preset, model, data, method, sink, torch_device, on_event, parallel)
         state, restore_optimizer = TrainState(), None
         if resumed is not None:
             state, restore_optimizer = _restore(resumed, model, method)
             sink.last_state = state_to_dict(state)
-            trim_metrics(run_dir / "metrics.jsonl", state.stage, state.epochs_done)
-            clear_failed(run_dir)
-        sink.logger = open_logger(run.logger, run_dir, state.epochs_done)
+            if writer:
+                trim_metrics(run_dir / "metrics.jsonl", state.stage, state.epochs_done)
+                clear_failed(run_dir)
+        sink.logger = open_logger(run.logger, run_dir, state.epochs_done) if writer else None
         if sink.logger is not None:
             held.callback(sink.logger.close)
         emit(
@@ -367,10 +389,14 @@ def _train(preset, data_dir, runs_dir, resume, device, threads, same, on_event, 
                 "batches_per_epoch": trainer.train_batches.num_batches(preset.data.batch_size),
                 "threads": preset.threads,
                 "selection_split": method.selection_split,
+                "world_size": world.size,
             },
         )
         state = trainer.fit(state, restore_optimizer)
+        if not writer:
+            return {"rank": world.rank, "run_dir": str(run_dir)}
         results = _final_results(preset, run_dir, model, data, modalities, torch_device, state, method)
+        results["distributed"] = distributed_record(world, preset.data.batch_size, preset.sam.ddp)
         results["resume"] = run.resume
         results["seconds"] = round(time.perf_counter() - started, 2)
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
@@ -435,7 +461,7 @@ def _last_good_note(run: _Run) -> str:
     )
 
 
-def _build_trainer(preset, model, data, method, sink, device, on_event) -> Trainer:
+def _build_trainer(preset, model, data, method, sink, device, on_event, parallel=None) -> Trainer:
     """The Trainer with everything it needs injected (it never sees the preset)."""
     modalities = method.trained_modalities()
     return Trainer(
@@ -458,14 +484,15 @@ def _build_trainer(preset, model, data, method, sink, device, on_event) -> Train
         ),
         sink=sink,
         on_event=on_event,
+        parallel=parallel,
     )
 
 
-def _open_resume(resume: str, held: ExitStack):
-    """Lock the run, then load its last.safetensors (a finished run is not resumed)."""
+def _open_resume(resume: str, held: ExitStack, lock: bool = True):
+    """Lock the run (rank 0 only under torchrun), then load its last.safetensors (not of a finished run)."""
     path = Path(resume)
     path = path / "last.safetensors" if path.is_dir() else path
-    if path.parent.is_dir() and path.is_file():
+    if lock and path.parent.is_dir() and path.is_file():
         held.enter_context(RunLock(path.parent))
     checkpoint = load_checkpoint(path, resume=True)
     if checkpoint.state.get("finished") or (path.parent / "results.json").exists():

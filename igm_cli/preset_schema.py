@@ -329,6 +329,9 @@ class Sam(Section):
     """Radius ρ of IGM's (and MIE's) perturbation; 0 means a plain step with no second pass."""
     baseline_rho: Annotated[float, Field(ge=0)] = 0.0
     """ρ of every other method (joint, unimodal, mla, dgl); 0 = the plain method, as the papers' baselines."""
+    ddp: Literal["global", "local"] = "global"
+    """Under torchrun: global = all-reduce the first-pass gradient before ε (equals one process with
+    the global batch); local = each rank perturbs with its own gradient (m-sharpness, one all-reduce less)."""
 
 
 class Data(Section):

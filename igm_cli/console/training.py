@@ -30,6 +30,7 @@ class TrainingDisplay(EventDisplay):
             info(
                 f"{verb} [bold]{_escape(payload['run_dir'])}[/]"
                 + (f" ({_count(threads, 'thread')})" if threads else "")
+                + (f" on {payload['world_size']} processes (DDP)" if payload.get("world_size", 1) > 1 else "")
             )
             per_epoch, state = payload["batches_per_epoch"], payload["state"]
             done = state["epochs_done"] * per_epoch + state["batch"]

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from igm_cli.distributed.gm import broadcast_T, sum_covariances
+from igm_cli.distributed.world import World
 from igm_cli.engine.evaluate import eval_mode
 from igm_cli.models import LateFusionModel
 
@@ -62,9 +64,22 @@ class FlatProjector:
         return branch_scope(model.branch(modality), self.scope, self.fraction)
 
     @torch.no_grad()
-    def collect(self, model: LateFusionModel, modality: str, batches: Iterable[torch.Tensor]) -> None:
-        """Accumulate Ȳ at every GM layer's input, then build T (Eq. 2, 4)."""
-        self.set_covariances(modality, self.accumulate(model, modality, batches))
+    def collect(
+        self,
+        model: LateFusionModel,
+        modality: str,
+        batches: Iterable[torch.Tensor],
+        world: World | None = None,
+    ) -> None:
+        """Accumulate Ȳ at every GM layer's input, then build T (Eq. 2, 4).
+
+        Under torchrun (`world`) Ȳ is summed over the ranks first and T is broadcast from rank 0.
+        """
+        cov = self.accumulate(model, modality, batches)
+        distributed = world is not None and world.distributed
+        self.set_covariances(modality, sum_covariances(world, cov) if distributed else cov)
+        if distributed:
+            broadcast_T(world, self.T[modality])
 
     @torch.no_grad()
     def accumulate(

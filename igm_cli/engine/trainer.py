@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from igm_cli.distributed.ddp import SingleProcess
 from igm_cli.errors import DivergedError
 
 from .batches import SplitBatches, epoch_order
 from .evaluate import evaluate_model
 from .optim import set_learning_rate
 from .sam import SamStep, batch_norms, frozen_bn_stats
+from .sharded import evaluate_sharded
 from .stages import Stage
 from .train_state import CheckpointSink, TrainState, state_from_dict, state_to_dict
 
@@ -48,6 +50,8 @@ class TrainerConfig:
 class Trainer:
     """Runs a method's StageSchedule; what a step computes is the method's (igm_cli/methods)."""
 
+    parallel = SingleProcess()  # one process, unless the pipeline injects a DataParallel
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -61,8 +65,10 @@ class Trainer:
         config: TrainerConfig,
         sink: CheckpointSink,
         on_event: Event | None = None,
+        parallel: SingleProcess | None = None,
     ):
         self.model, self.method, self.config = model, method, config
+        self.parallel = parallel or SingleProcess()  # torchrun: igm_cli/distributed/ddp.py
         self.schedule = method.schedule()
         self.make_optimizer, self.lr_at = make_optimizer, lr_at
         self.train_batches, self.val_batches = train, val
@@ -111,21 +117,26 @@ class Trainer:
         order = epoch_order(len(self.train_batches), self.config.seed, stage.index, epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.train_batches.device)
         try:
-            for stored, labels in self.train_batches.iterate(self.config.batch_size, order, state.batch):
+            batches = self.parallel.iterate(self.train_batches, self.config.batch_size, order, state)
+            for stored, labels in batches:  # under torchrun: this rank's part of each global batch
                 inputs = self.model.prepare(stored, train=True)  # augment once: both SAM passes see it
                 for substep in substeps:
-                    loss_sum += self._step(substep, optimizer, inputs, labels)
+                    loss_sum += self._step(substep, optimizer, inputs, labels) * self.parallel.share
                 state.batch += 1
                 state.step += 1
                 self.on_event("step", {"stage": stage.index, "epoch": epoch, "batch": state.batch})
+                self._interrupted = self.parallel.any(self._interrupted, loss_sum.device)  # all ranks agree
                 if self._interrupted:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.sam.restore_pending()
+            if self._interrupted:  # agreed by every rank (a second Ctrl-C is not)
+                self.parallel.sum_(loss_sum)
             state.loss_sum += float(loss_sum)
             state.gm_meter = self.method.meter_state()
             self.sink.save("last", state, optimizer)
             raise
+        self.parallel.sum_(loss_sum)
         if not torch.isfinite(loss_sum):
             raise DivergedError(
                 f"training diverged: non-finite loss in stage {stage.index} epoch {epoch} "
@@ -134,7 +145,9 @@ class Trainer:
         state.loss_sum += float(loss_sum)
 
     def _end_epoch(self, stage: Stage, epoch: int, state: TrainState, optimizer) -> None:
-        val = evaluate_model(self.model, self.val_batches, self.config.eval_batch_size, self.config.fusion)
+        args = (self.model, self.val_batches, self.config.eval_batch_size, self.config.fusion)
+        world = self.parallel.world  # under torchrun: sharded, the same metrics on every rank
+        val = evaluate_sharded(world, *args) if world.distributed else evaluate_model(*args)
         metric = val["fused"][self.config.selection]
         improved = state.best_metric is None or metric > state.best_metric
         state.epochs_done += 1
@@ -172,6 +185,7 @@ class Trainer:
         # At a stage boundary the next stage starts with a fresh optimizer over other
         # parameters: the finished stage's optimizer state must not be carried into it.
         self.sink.save("last", state, None if stage_done else optimizer)
+        self._interrupted = self.parallel.any(self._interrupted, self.train_batches.device)
         if self._interrupted:
             raise KeyboardInterrupt
 
@@ -180,14 +194,14 @@ class Trainer:
     def _step(self, substep: Substep, optimizer, inputs, labels) -> torch.Tensor:
         """One optimizer step: gradients → [SAM second pass at θ + ε] → method's hook → step."""
         optimizer.zero_grad(set_to_none=True)
-        loss = substep.gradients(inputs, labels, False)
+        loss = self.parallel.gradients(substep, inputs, labels, False, self.sam.enabled)
         if self.sam.enabled:
             self.sam.perturb(substep.params)
             if self._sam_moved is None:  # measured once per epoch: did ε change any weight?
                 self._sam_moved = self.sam.realized()
             optimizer.zero_grad(set_to_none=True)
             with frozen_bn_stats(self._norms):
-                substep.gradients(inputs, labels, True)
+                self.parallel.gradients(substep, inputs, labels, True, True)
             self.sam.restore()
         self.method.before_step(substep)
         if self.config.clip_norm is not None:
@@ -205,6 +219,7 @@ class Trainer:
         for module in modules:
             module.train()
         self._norms = [bn for module in modules for bn in batch_norms(module)]
+        self.parallel.activate(self.model, self.method, stage)
         return list(dict.fromkeys(p for module in modules for p in module.parameters()))
 
     def _end_stage(self, stage: Stage, state: TrainState) -> None:
@@ -213,7 +228,7 @@ class Trainer:
 
         def batches_for(modality: str):
             branch = self.model.branch(modality)
-            for x, _ in self.train_batches.iterate(self.config.batch_size, order):
+            for x, _ in self.parallel.whole_batches(self.train_batches, self.config.batch_size, order):
                 yield branch.prepare(x[modality], train=self.method.augmented_covariance)
 
         report = self.method.end_stage(self.model, stage, batches_for)
@@ -226,7 +241,8 @@ class Trainer:
     def _sigint_deferred(self) -> Iterator[None]:
         """Turn the first Ctrl-C or SIGTERM (preemption) into a flag read at step boundaries.
 
-        A second signal of the same kind gets its previous handler, i.e. is immediate.
+        A second signal of the same kind gets its previous handler, i.e. is immediate (on one
+        process: under torchrun every rank gets the terminal's signal and the agent's copy).
         """
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -234,7 +250,8 @@ class Trainer:
 
         def handler(signum, frame):
             self._interrupted = True
-            signal.signal(signum, previous[signum])
+            if not self.parallel.world.distributed:  # torchrun forwards the terminal's signal: keep deferring
+                signal.signal(signum, previous[signum])
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from igm_cli.distributed.world import World
 from igm_cli.engine.stages import Stage, StageSchedule, igm_epochs_per_modality
 from igm_cli.preset_schema import Preset
 
@@ -46,8 +47,9 @@ COMMON_KEYS = (
     "selection",
     "seed",
     "device",
+    "sam.ddp",
 )
-"""Preset keys every method reads."""
+"""Preset keys every method reads (sam.ddp: under torchrun, whenever a step uses SAM)."""
 
 
 @dataclass
@@ -68,6 +70,10 @@ class Method:
     """Base of every method: single-stage, no gradient modification, no extra state."""
 
     name: ClassVar[str] = ""
+    ddp_wrap: ClassVar[bool] = True
+    """Under torchrun: DDP wraps the stage's branches; False: igm all-reduces the gradients itself."""
+    world: World = World.single()
+    """The ranks of a torchrun job (set by the pipeline); methods use it for their own statistics."""
     reads: ClassVar[tuple[str, ...]] = ()
     """Preset sections/keys this method reads besides COMMON_KEYS (for `igm presets show`)."""
 
@@ -157,6 +163,14 @@ class Method:
     def substeps(self, model: nn.Module, stage: Stage, params: list[nn.Parameter]) -> list[Substep]:
         """The optimizer steps of one batch (built once per stage)."""
         raise NotImplementedError
+
+    def loss_modules(self, model: nn.Module, stage: Stage) -> list[nn.Module]:
+        """Modules every loss term passes through exactly once (the stage's branches by default).
+
+        Under torchrun their output gradients are weighted by the rank's share of the batch,
+        and with `ddp_wrap` they are the modules DDP wraps.
+        """
+        return [model.branch(m) for m in stage.active]
 
     def before_step(self, substep: Substep) -> None:
         """Modify gradients before the optimizer step (after SAM's second pass)."""

@@ -37,9 +37,16 @@ class Dgl(Method):
         branches = feature_branches(self.preset, input_shapes, configs)
         return FusionModuleModel(branches, dims, num_classes, self.preset.dgl.fusion)
 
+    ddp_wrap = False  # two backward passes through one forward: gradients all-reduced by igm
+
     def train_modules(self, model: nn.Module, stage: Stage) -> list[nn.Module]:
         """Encoders and fusion module."""
         return [model]
+
+    def loss_modules(self, model: nn.Module, stage: Stage) -> list[nn.Module]:
+        """Every loss passes through exactly one Linear of the fusion module per term."""
+        fusion = model.fusion
+        return [fusion] if isinstance(fusion, nn.Linear) else list(fusion.values())
 
     def substeps(self, model: nn.Module, stage: Stage, params: list[nn.Parameter]) -> list[Substep]:
         """One step with DGL's gradient routing."""

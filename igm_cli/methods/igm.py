@@ -96,7 +96,7 @@ class Igm(Method):
         removed = self.projector.stage_report()
         if self.projector.enabled:
             (m,) = stage.active
-            self.projector.collect(model, m, batches_for(m))
+            self.projector.collect(model, m, batches_for(m), self.world)
         report: dict[str, Any] = {
             "gm_removed_share": removed,
             "T_trace_ratio": {m: self.projector.strength(m) for m in stage.active},

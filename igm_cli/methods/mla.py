@@ -79,9 +79,15 @@ class Mla(Method):
         """Encoders and the shared head."""
         return SharedHeadModel(feature_branches(self.preset, input_shapes, configs), self.dim, num_classes)
 
+    ddp_wrap = False  # one step per modality through the shared head: gradients all-reduced by igm
+
     def train_modules(self, model: nn.Module, stage: Stage) -> list[nn.Module]:
         """Everything trains (the optimizer steps only what has a gradient)."""
         return [model]
+
+    def loss_modules(self, model: nn.Module, stage: Stage) -> list[nn.Module]:
+        """Every loss passes through the shared head."""
+        return [model.head]
 
     def substeps(self, model: nn.Module, stage: Stage, params: list[nn.Parameter]) -> list[Substep]:
         """One step per modality: its encoder and the shared head on its cross-entropy."""
@@ -96,7 +102,8 @@ class Mla(Method):
                 loss = F.cross_entropy(model.head(z), labels)
                 loss.backward()
                 if not second_pass:  # x̄ at θ, not at SAM's θ + ε
-                    substep.memo["xbar"] = z.detach().reshape(-1, z.shape[-1]).to(torch.float64).mean(0)
+                    rows = z.detach().reshape(-1, z.shape[-1]).to(torch.float64)
+                    substep.memo["xbar"] = self.world.batch_mean(rows)  # of the global batch
                 return loss.detach()
 
             substep.gradients = gradients

@@ -46,7 +46,10 @@ class LateFusionModel(nn.Module):
         return list(self.branches.keys())
 
     def branch(self, modality: str) -> Branch:
-        """The branch of one modality."""
+        """The branch of one modality (its DDP wrapper while a data-parallel step runs)."""
+        routes = self.__dict__.get("branch_routes")
+        if routes and modality in routes:
+            return routes[modality]
         return self.branches[modality]
 
     def head_linears(self, modality: str) -> list[tuple[str, nn.Linear]]:

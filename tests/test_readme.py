@@ -18,6 +18,7 @@ from igm_cli.models.i3d import I3D
 from igm_cli.pipeline import train
 from igm_cli.presets import resolve_preset
 from tests.helpers import TINY_SETS, set_args
+from tests.models.test_inputs_encoders import TINY_AV
 from tests.raw_factories import make_crema_d, make_kinetics_sounds
 from tests.raw_nvgesture import make_nvgesture
 from tests.text_image_factories import make_sarcasm, make_tokenizer, make_twitter2015
@@ -93,6 +94,8 @@ def test_every_readme_command_runs(tmp_path):
             args += set_args(NVGESTURE_SETS)  # keeps the converted weights (tiny width)
         elif args[0] == "train" and {"twitter2015", "sarcasm"} & set(args):  # tiny sizes of the local weights
             args += set_args(tiny_text_image(max_tokens=64, weights=True))
+        elif args[0] == "train" and "crema-d" in args:  # the prepared tiny CREMA-D: tiny ResNets
+            args += set_args(TINY_AV)
         elif args[0] == "train" and ("--resume" not in args or "auto" in args):
             args += set_args(TINY_SETS)
         if args[:2] == ["prepare", "nvgesture"] and "--verify" not in args:

@@ -20,7 +20,7 @@ from igm_cli.engine.evaluate import eval_mode
 from igm_cli.models import LateFusionModel
 
 from .gm_scope import GmLayer, Scope, branch_scope, pair_key
-from .projection import layer_covariance, project_grad_, projection_matrix, trace_ratio
+from .projection import layer_covariance, project_grad_, projection_matrix, trace_ratio, working_copy
 
 
 @dataclass
@@ -138,7 +138,7 @@ class FlatProjector:
             self._strength[name] = trace_ratio(T)
             weight = linear.weight
             zero = torch.zeros((), device=weight.device, dtype=torch.float64)
-            T_w = T.to(device=weight.device, dtype=weight.dtype)
+            T_w = working_copy(T, weight)
             self._active.append(ProjectedLayer(name, linear, T_w, zero.clone(), zero.clone()))
         if self.last_hidden_only:  # mine is in forward order: the classifier is last
             before = mine[-2][1] if len(mine) > 1 else None

@@ -81,6 +81,18 @@ def project_grad_(weight: torch.nn.Parameter, T: torch.Tensor) -> None:
     weight.grad = (grad.reshape(grad.shape[0], -1) @ T).reshape(grad.shape)
 
 
+def working_copy(T: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """T in the weight's dtype and device, with entries below that dtype's smallest normal set to 0.
+
+    Zero-padded patches leave many off-diagonal entries of a conv T around 1e-40; cast to
+    float32 they become subnormal, which makes CPU matmuls with T ~10× slower (measured on a
+    layer4 T: 4.1 s instead of 0.4 s). Zeroing them changes T by less than 1.2e-38.
+    """
+    T = T.to(weight.device)
+    tiny = torch.finfo(weight.dtype).tiny
+    return torch.where(T.abs() < tiny, torch.zeros((), dtype=T.dtype, device=T.device), T).to(weight.dtype)
+
+
 def trace_ratio(T: torch.Tensor) -> float:
     """trace(T)/d: 1 means T = I (no effect), e^−τ the strongest possible damping."""
     return float(torch.trace(T) / T.shape[0])

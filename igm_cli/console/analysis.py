@@ -11,7 +11,7 @@ import igm_cli.console as base
 from . import info
 from .training import eval_table
 
-CONFUSION_MAX_CLASSES = 12  # wider matrices are in --json and confusion.png only
+CONFUSION_MAX_CLASSES = 12  # more classes: per-class and confusion tables in --json and confusion.png only
 
 
 def eval_report(result: dict[str, Any]) -> None:
@@ -50,13 +50,18 @@ def imbalance_table(doc: dict[str, Any], confusion: bool = True) -> None:
         f"missing branches: {shap['missing_means']}",
         markup=False,
     )
-    classes = list(imbalance["per_class_accuracy"])
-    per_class = Table(title="fused accuracy per true class")
-    for c in classes:
-        per_class.add_column(c, justify="right")
-    per_class.add_row(*("—" if v is None else f"{v:.2f}" for v in imbalance["per_class_accuracy"].values()))
-    base.console.print(per_class)
-    if confusion and len(classes) <= CONFUSION_MAX_CLASSES:
+    per_class = imbalance["per_class_accuracy"]
+    if len(per_class) > CONFUSION_MAX_CLASSES:  # too wide for a row: the weakest classes, all in --json
+        scored = sorted((v, c) for c, v in per_class.items() if v is not None)
+        weakest = ", ".join(f"{c} {v:.2f}" for v, c in scored[:5])
+        info(f"fused accuracy per class, the 5 lowest of {len(per_class)}: {weakest}", markup=False)
+        return
+    table = Table(title="fused accuracy per true class")
+    for c in per_class:
+        table.add_column(c, justify="right")
+    table.add_row(*("—" if v is None else f"{v:.2f}" for v in per_class.values()))
+    base.console.print(table)
+    if confusion:
         confusion_table(imbalance["confusion_matrix"])
 
 

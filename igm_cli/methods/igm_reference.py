@@ -148,7 +148,7 @@ class IgmReference(Igm):
         report = super().end_stage(model, stage, batches_for)
         report["T_degenerate"] = {m: degenerate_layers(self.projector, m) for m in stage.active}
         if self.ref.code_sam:  # the Trainer's SamStep is off: say what perturbed instead
-            report["sam_note"] = f"in the step: {self.sam_rho:g}·g/‖g‖ per tensor, not restored"
+            report["sam_note"] = f"code's {self.sam_rho:g}·g/‖g‖, kept"
         return report
 
     # ------------------------------------------------------------ results.json

@@ -471,7 +471,7 @@ def _build_trainer(preset, model, data, method, sink, device, on_event, parallel
         lr_at=lambda epoch, epochs: learning_rate(
             preset.schedule, preset.optimizer.lr, epoch, epochs, method.lr_epoch_offset
         ),
-        train=SplitBatches(data.split("train"), modalities, device),
+        train=SplitBatches(data.split("train"), modalities, device, drop_last=method.drop_last),
         val=SplitBatches(data.split(method.selection_split), modalities, device),
         sam=SamStep(method.trainer_sam_rho),
         config=TrainerConfig(

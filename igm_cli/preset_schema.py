@@ -412,6 +412,8 @@ class Reference(Section):
     """Evaluation batch of the code (null: data.eval_batch_size)."""
     mean_fusion: bool = True
     """Fuse by the mean of the branch softmaxes whatever `fusion` says."""
+    drop_last: bool = True
+    """The code's training loader drops a short last batch (in training and in T's pass)."""
     lr_step_before_epoch: bool = True
     """The code calls StepLR.step() before each epoch: a stage's step decay comes one epoch early."""
 

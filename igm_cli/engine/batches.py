@@ -26,8 +26,11 @@ def epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
 class SplitBatches:
     """Batched access to one split for the given modalities, on a device."""
 
-    def __init__(self, split: SplitArrays, modalities: list[str], device: torch.device):
+    def __init__(
+        self, split: SplitArrays, modalities: list[str], device: torch.device, drop_last: bool = False
+    ):
         self.device = device
+        self.drop_last = drop_last  # recipe reference: the code's loader drops a short last batch
         self.modalities = modalities
         size = sum(split.inputs[m].nbytes for m in modalities)
         self.preloaded = size <= PRELOAD_BYTES
@@ -41,8 +44,8 @@ class SplitBatches:
         return len(self.labels)
 
     def num_batches(self, batch_size: int) -> int:
-        """Batches per pass (the last one may be short)."""
-        return -(-len(self) // batch_size)
+        """Batches per pass (the last one may be short, unless `drop_last`)."""
+        return len(self) // batch_size if self.drop_last else -(-len(self) // batch_size)
 
     def take(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Inputs per modality and labels of the samples at `index`."""

@@ -141,6 +141,11 @@ class Method:
         return self.preset.data.eval_batch_size
 
     @property
+    def drop_last(self) -> bool:
+        """Whether training (and T's pass) drop a short last batch of each epoch."""
+        return False
+
+    @property
     def lr_epoch_offset(self) -> int:
         """Epochs added to a stage's epoch index by the step schedule (1: StepLR stepped before it)."""
         return 0

@@ -16,7 +16,7 @@ from igm_cli.engine.flat_projector import FlatProjector
 from igm_cli.engine.projection import projection_matrix
 from igm_cli.methods import get_method
 from igm_cli.methods.igm_reference import degenerate_layers
-from igm_cli.pipeline import train
+from igm_cli.pipeline import open_data, train
 from igm_cli.preset_schema import Reference
 from igm_cli.presets import resolve_preset
 from tests.helpers import TINY_SETS, set_args
@@ -32,7 +32,7 @@ def only_run(runs: Path) -> Path:
 
 
 def test_a_run_lists_every_switch_and_says_the_test_split_selected(tmp_path):
-    result = runner.invoke(app, ["train", "--json", *set_args(REF)])
+    result = runner.invoke(app, ["train", "--json", *set_args([*REF, "data.batch_size=7"])])
     assert result.exit_code == 0, result.stderr
     results = json.loads(result.stdout)
     listed = {d["switch"] for d in results["deviations"]}
@@ -45,9 +45,9 @@ def test_a_run_lists_every_switch_and_says_the_test_split_selected(tmp_path):
     test_metrics = results["test"]["fused"]["macro_f1"]
     assert results["selection"]["value"] == pytest.approx(test_metrics)  # selected on test
     assert all("T_degenerate" in r for r in records if r["kind"] == "stage")
-    shown = runner.invoke(
-        app, ["train", "--resume", "auto", "--set", "recipe=reference", *set_args(TINY_SETS)]
-    )
+    train_rows = len(open_data(resolve_preset("mfeat", REF), None).split("train").labels)
+    assert train_rows % 7 and results["steps"] == 2 * (train_rows // 7)  # drop_last: no short batch
+    shown = runner.invoke(app, ["train", "--resume", "auto", *set_args([*REF, "data.batch_size=7"])])
     assert "the TEST split selected the model" in " ".join(shown.stderr.split())
 
 

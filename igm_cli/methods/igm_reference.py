@@ -31,6 +31,7 @@ from .base import BatchesFor, Substep
 from .igm import Igm
 
 DrawFn = Callable[[int, torch.device], MixupDraw | None]
+MOVED = "code_sam.moved"  # gm_meter key of the perturbation's [changed, total] entry counts
 
 
 def code_step(
@@ -40,10 +41,12 @@ def code_step(
     draw: MixupDraw | None,
     rho: float,
     flat_ratio: float,
+    moved: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step's gradients as `train_withP` computes them (released-code.md §4); leaves .grad set.
 
-    `rho > 0` moves the branch's tensors by ρ·g/‖g‖ and leaves them there (the code's "SAM").
+    `rho > 0` moves the branch's tensors by ρ·g/‖g‖ and leaves them there (the code's "SAM");
+    `moved` (float64 [changed, total] on the device) counts the entries that move in float rounding.
     """
     x = mix(x, draw) if draw is not None else x
     fea = branch.encoder(x)
@@ -57,7 +60,11 @@ def code_step(
                     # `.data =` as the code: the retained graph keeps the old weights for the
                     # backward of loss_ori; head(fea) below runs on the moved ones. No ε: a zero
                     # gradient gives NaN there too.
-                    p.data = p.data + rho * g / torch.linalg.vector_norm(g)
+                    new = p.data + rho * g / torch.linalg.vector_norm(g)
+                    if moved is not None:  # device ops only: no host sync per step
+                        moved[0] += (new != p.data).sum()
+                        moved[1] += p.numel()
+                    p.data = new
     loss_tmp = F.cross_entropy(branch.head(fea), labels, reduction="none")
     loss = (1 - flat_ratio) * loss_ori.mean() + flat_ratio * loss_tmp.mean()
     loss.backward()
@@ -79,6 +86,7 @@ class IgmReference(Igm):
         kinds = {m.name: m.input.kind for m in preset.modalities}
         self.mixed = {m for m, kind in kinds.items() if kind != "tokens" and self.ref.mixup_alpha > 0}
         self.draw: DrawFn = lambda batch, device: draw_mixup(batch, self.ref.mixup_alpha, device)
+        self.moved: torch.Tensor | None = None  # [entries the perturbation changed, entries], per stage
 
     # ------------------------------------------------------------ what the Trainer and pipeline read
 
@@ -143,17 +151,33 @@ class IgmReference(Igm):
             if not second_pass:
                 x = inputs[m]
                 substep.memo["draw"] = self.draw(x.shape[0], x.device) if m in self.mixed else None
-            return code_step(branch, inputs[m], labels, substep.memo["draw"], rho, self.ref.flat_ratio)
+            draw = substep.memo["draw"]
+            return code_step(branch, inputs[m], labels, draw, rho, self.ref.flat_ratio, self.moved)
 
         substep.gradients = gradients
         return [substep]
+
+    def begin_stage(self, model: nn.Module, stage: Stage, meter: dict | None) -> list[str]:
+        """IGM's pairing, and the count of what the perturbation moves (continued on resume)."""
+        paired = super().begin_stage(model, stage, meter)
+        device = next(model.branch(stage.active[0]).parameters()).device
+        self.moved = torch.tensor((meter or {}).get(MOVED, [0.0, 0.0]), dtype=torch.float64, device=device)
+        return paired
+
+    def meter_state(self) -> dict[str, list[float]]:
+        """IGM's accumulators and the perturbation's count."""
+        moved = {MOVED: [float(v) for v in self.moved]} if self.moved is not None else {}
+        return {**super().meter_state(), **moved}
 
     def end_stage(self, model: nn.Module, stage: Stage, batches_for: BatchesFor) -> dict[str, Any]:
         """IGM's T pass (on the restarted model, see Trainer), plus the layers whose T is degenerate."""
         report = super().end_stage(model, stage, batches_for)
         report["T_degenerate"] = {m: degenerate_layers(self.projector, m) for m in stage.active}
-        if self.ref.code_sam:  # the Trainer's SamStep is off: say what perturbed instead
-            report["sam_note"] = f"code's {self.sam_rho:g}·g/‖g‖, kept"
+        if self.ref.code_sam and self.moved is not None:  # the Trainer's SamStep is off: say what moved
+            changed, total = (float(v) for v in self.moved)
+            share = changed / total if total else 0.0
+            report["code_sam_moved_share"] = share
+            report["sam_note"] = f"code's {self.sam_rho:g}·g/‖g‖ kept; {share:.3%} moved"
         return report
 
     # ------------------------------------------------------------ results.json

@@ -204,3 +204,5 @@ def test_resume_mid_stage_and_at_a_stage_boundary_equals_the_whole_run(tmp_path,
         ga, gb = a.group(group), b.group(group)
         assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga), group
     assert resumed["test"] == whole["test"]
+    shares = [[s["code_sam_moved_share"] for s in r["stages"]] for r in (whole, resumed)]
+    assert shares[0] == shares[1]  # the perturbation's count continues across the stop

@@ -179,3 +179,26 @@ def test_the_perturbation_is_never_restored():
     for n, p in branch.named_parameters():
         expected = theta[n] + rho * g[n] / g[n].norm()
         assert rel(p.detach() - theta[n], expected - theta[n]) < 1e-9, n
+
+
+def test_the_share_of_entries_the_codes_perturbation_moves_is_counted():
+    """float32, ρ = 1e-10: the count equals a direct comparison of θ + ρ·g/‖g‖ with θ (most entries stay)."""
+    from igm_cli.methods.igm_reference import code_step
+
+    torch.manual_seed(1)
+    _, model = setup(1e-10)
+    branch = model.float().branch("video").train()
+    x, y = inputs(5)
+    x = x["video"].float()
+    probe = copy.deepcopy(branch)
+    xm = DRAW.lam * x + (1 - DRAW.lam) * x[DRAW.index]
+    o = probe(xm)
+    loss = DRAW.lam * F.cross_entropy(o, y) + (1 - DRAW.lam) * F.cross_entropy(o, y[DRAW.index])
+    params = list(probe.parameters())
+    grads = torch.autograd.grad(loss, params)
+    changed = sum(int(((p + 1e-10 * g / g.norm()) != p).sum()) for p, g in zip(params, grads, strict=True))
+    total = sum(p.numel() for p in params)
+    moved = torch.zeros(2, dtype=torch.float64)
+    code_step(branch, x, y, DRAW, 1e-10, 0.3, moved)
+    assert moved.tolist() == [changed, total]
+    assert changed < 0.1 * total  # the released ρ moves few entries in float32 (tiny widths: ~1 %)

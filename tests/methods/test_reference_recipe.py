@@ -206,3 +206,20 @@ def test_resume_mid_stage_and_at_a_stage_boundary_equals_the_whole_run(tmp_path,
     assert resumed["test"] == whole["test"]
     shares = [[s["code_sam_moved_share"] for s in r["stages"]] for r in (whole, resumed)]
     assert shares[0] == shares[1]  # the perturbation's count continues across the stop
+
+
+def test_code_sam_off_hands_the_paper_sam_to_the_trainer_with_one_mixup_draw():
+    """reference.code_sam=false: the Trainer's SamStep runs at sam.rho and both passes share a draw."""
+    method = get_method(resolve_preset("mfeat", [*REF, "reference.code_sam=false", "sam.rho=0.05"]))
+    assert method.trainer_sam_rho == 0.05 and method.sam_rho == 0.05
+    model = method.build_model({"fou": [76], "kar": [64]}, 10)
+    stage = method.schedule()[0]
+    draws = []
+    real = method.draw
+    method.draw = lambda batch, device: draws.append(real(batch, device)) or draws[-1]
+    (substep,) = method.substeps(model, stage, list(model.branch("fou").parameters()))
+    x, y = {"fou": torch.randn(6, 76)}, torch.randint(0, 10, (6,))
+    substep.gradients(x, y, False)
+    first = substep.memo["draw"]
+    substep.gradients(x, y, True)  # SAM's pass at θ + ε
+    assert len(draws) == 1 and substep.memo["draw"] is first
